@@ -1,0 +1,3 @@
+from mtop_edge.cli import main
+
+main()

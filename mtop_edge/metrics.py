@@ -1,0 +1,65 @@
+"""Scores of predicted trees against gold: exact match (the headline), intent accuracy, slot F1."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from mtop_edge.forms import Intent, canonical, same_parse
+
+
+@dataclass(frozen=True)
+class Scores:
+    n: int
+    exact_match: float
+    intent_accuracy: float
+    slot_precision: float
+    slot_recall: float
+    slot_f1: float
+    well_formed: float
+
+    def to_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+def slot_items(tree: Intent) -> Counter:
+    """The tree's slots as a multiset of (label, value); value is the text without whitespace,
+    or the nested intent's canonical form. This is "label + span": a span is its text."""
+    items: Counter = Counter()
+    for slot in tree.walk_slots():
+        value = canonical(slot.value) if isinstance(slot.value, Intent) else "".join(slot.value)
+        items[(slot.label, value)] += 1
+    return items
+
+
+def score(golds: Sequence[Intent], predictions: Sequence[Intent | None]) -> Scores:
+    """Score predictions (None = malformed output) against gold trees, row by row."""
+    if len(golds) != len(predictions):
+        raise ValueError(f"{len(golds)} gold trees but {len(predictions)} predictions")
+    n = len(golds)
+    exact = intent = well_formed = 0
+    true_pos = pred_total = gold_total = 0
+    for gold, pred in zip(golds, predictions, strict=True):
+        gold_slots = slot_items(gold)
+        gold_total += sum(gold_slots.values())
+        if pred is None:
+            continue
+        well_formed += 1
+        exact += same_parse(gold, pred)
+        intent += gold.label == pred.label
+        pred_slots = slot_items(pred)
+        pred_total += sum(pred_slots.values())
+        true_pos += sum((gold_slots & pred_slots).values())
+    precision = true_pos / pred_total if pred_total else 0.0
+    recall = true_pos / gold_total if gold_total else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return Scores(
+        n=n,
+        exact_match=exact / n if n else 0.0,
+        intent_accuracy=intent / n if n else 0.0,
+        slot_precision=precision,
+        slot_recall=recall,
+        slot_f1=f1,
+        well_formed=well_formed / n if n else 0.0,
+    )
