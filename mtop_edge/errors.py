@@ -50,8 +50,7 @@ class MissingExtraError(MtopEdgeError):
 
     def __init__(self, extra: str, missing: str) -> None:
         super().__init__(
-            f"this command needs the '{extra}' extra ({missing} is not installed): "
-            f"pip install 'mtop-edge[{extra}]'"
+            f"this command needs the '{extra}' extra ({missing} is not installed): pip install 'mtop-edge[{extra}]'"
         )
 
 

@@ -20,3 +20,17 @@ def train_sample():
 @pytest.fixture(scope="session")
 def eval_sample():
     return read_examples(SAMPLES / "eval_sample.jsonl")
+
+
+TINY_RECIPE = DATA / "tiny.toml"
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """A tiny parser trained from scratch on the train sample (about 20 s on two cores)."""
+    from mtop_edge.recipe import Recipe
+    from mtop_edge.train import train
+
+    out = tmp_path_factory.mktemp("tiny") / "model"
+    summary = train(Recipe.load(TINY_RECIPE), SAMPLES / "train_sample.jsonl", out)
+    return out, summary

@@ -8,9 +8,7 @@ from mtop_edge.errors import FormError
 from mtop_edge.forms import Intent, Slot, canonical, parse, same_parse, serialize
 
 LABEL = st.from_regex(r"[A-Z][A-Z_]{0,8}", fullmatch=True)
-WORD = st.text(
-    st.characters(blacklist_categories=("Z", "C"), blacklist_characters="[]"), min_size=1, max_size=6
-)
+WORD = st.text(st.characters(blacklist_categories=("Z", "C"), blacklist_characters="[]"), min_size=1, max_size=6)
 
 
 def intents(depth: int = 2) -> st.SearchStrategy[Intent]:
@@ -22,9 +20,7 @@ def intents(depth: int = 2) -> st.SearchStrategy[Intent]:
     else:
         nested = st.builds(lambda label, intent: Slot("SL:" + label, intent), LABEL, intents(depth - 1))
         slot = st.one_of(leaf, nested)
-    return st.builds(
-        lambda label, slots: Intent("IN:" + label, tuple(slots)), LABEL, st.lists(slot, max_size=3)
-    )
+    return st.builds(lambda label, slots: Intent("IN:" + label, tuple(slots)), LABEL, st.lists(slot, max_size=3))
 
 
 @given(intents())

@@ -39,9 +39,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from mtop_edge.cli import data_cmd
+    from mtop_edge.cli import data_cmd, evaluate_cmd, train_cmd
 
-    for module in (data_cmd,):
+    for module in (data_cmd, train_cmd, evaluate_cmd):
         cli.add_command(module.command)
 
 

@@ -34,9 +34,7 @@ def check_command(path: Path, as_json: bool, strict: bool, show: int) -> None:
     click.echo(f"{report.path}: {report.rows} rows ({report.format}), {report.malformed} malformed")
     for row in report.first_malformed:
         click.echo(f"  {report.path}:{row['line']}: {row['error']}")
-    click.echo(
-        f"aligned: {report.aligned} of {report.rows - report.malformed} (coverage {report.coverage:.4f})"
-    )
+    click.echo(f"aligned: {report.aligned} of {report.rows - report.malformed} (coverage {report.coverage:.4f})")
     click.echo(
         f"labels: {len(report.intents)} intents, {len(report.slots)} slots; "
         f"largest word index needed: {report.max_pointer_index}; most words: {report.max_words}"

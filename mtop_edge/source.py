@@ -1,0 +1,84 @@
+"""Source formatting: utterance -> encoder input ids, the same at training and at inference.
+
+Pieces come from sentencepiece directly (not a Hugging Face tokenizer), so the light runtime and
+the trainer produce identical ids by construction.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sentencepiece as spm
+
+from mtop_edge.errors import InputError, ModelError
+from mtop_edge.pointer import Word, split_words
+from mtop_edge.spec import PointerSpec
+
+
+def load_sentencepiece(path: str | Path) -> spm.SentencePieceProcessor:
+    """Load a sentencepiece model, naming the file if it is missing or corrupt."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: missing sentencepiece model")
+    processor = spm.SentencePieceProcessor()
+    try:
+        processor.Load(str(path))
+    except (OSError, RuntimeError) as exc:
+        raise ModelError(f"{path}: corrupt sentencepiece model ({exc})") from None
+    return processor
+
+
+def marked_text(words: list[Word]) -> str:
+    """The text a marker-format sentencepiece model is trained on: words joined by spaces."""
+    return " ".join(w.text for w in words)
+
+
+class SourceEncoder:
+    """Encodes utterances for a model described by a PointerSpec."""
+
+    def __init__(self, processor: spm.SentencePieceProcessor, spec: PointerSpec) -> None:
+        self.processor = processor
+        self.spec = spec
+        self._pointer_ids = spec.pointer_ids
+
+    def words(self, utterance: str, *, truncate: bool = False) -> tuple[list[Word], bool]:
+        """The utterance's words, and whether they were cut to the number the model can point to.
+
+        Raises:
+            InputError: empty utterance, or more words than pointers without ``truncate``.
+        """
+        words = split_words(utterance)
+        if not words:
+            raise InputError("empty utterance: nothing to parse")
+        limit = self.spec.vocab.max_pointers
+        if len(words) <= limit:
+            return words, False
+        if not truncate:
+            raise InputError(
+                f"utterance has {len(words)} words but the model can point to at most {limit} "
+                "(use --truncate to parse the first ones)"
+            )
+        return words[:limit], True
+
+    def encode(self, utterance: str, words: list[Word]) -> list[int]:
+        """Encoder input ids, EOS included.
+
+        Raises:
+            InputError: the ids exceed the model's source length.
+        """
+        if self.spec.markers:
+            ids: list[int] = []
+            for pointer_id, pieces in zip(
+                self._pointer_ids, self.processor.encode([w.text for w in words]), strict=False
+            ):
+                ids.append(pointer_id)
+                ids.extend(pieces)
+        else:
+            end = words[-1].end
+            ids = self.processor.encode(utterance[:end])
+        ids.append(self.spec.eos_id)
+        if len(ids) > self.spec.max_source_tokens:
+            raise InputError(
+                f"utterance is {len(ids)} tokens long; the model takes at most {self.spec.max_source_tokens}"
+            )
+        return ids

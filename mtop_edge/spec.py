@@ -1,0 +1,128 @@
+"""The pointer spec: everything decoding needs besides the weights.
+
+Training writes it as ``pointer.json`` beside the checkpoint; export carries it into the model
+directory's ``manifest.json``. The runtime, the PyTorch evaluator and the exporter all read it
+from here, so source formatting and target ids are defined in one place.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mtop_edge.errors import ModelError
+from mtop_edge.forms import Intent
+from mtop_edge.pointer import Word, from_pointer_tokens
+from mtop_edge.vocab import TargetVocab
+
+FORMAT_VERSION = 1
+SPEC_FILE = "pointer.json"
+SP_MODEL_FILE = "spiece.model"
+
+
+@dataclass(frozen=True)
+class PointerSpec:
+    """Target symbols and their model ids, special ids, and how the source is formatted.
+
+    ``markers``: each source word is preceded by its pointer token (``@ptr0 set @ptr1 an``), which
+    lets a model trained from scratch point by matching embeddings instead of counting words.
+    """
+
+    vocab: TargetVocab
+    symbol_ids: tuple[int, ...]
+    pad_id: int = 0
+    eos_id: int = 1
+    unk_id: int = 2
+    decoder_start_id: int = 0
+    markers: bool = False
+    max_source_tokens: int = 256
+    max_target_tokens: int = 64
+    symbols: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    _symbol_of_id: dict[int, str] = field(init=False, repr=False, compare=False)
+    _id_of_symbol: dict[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        symbols = tuple(self.vocab.symbols)
+        if len(symbols) != len(self.symbol_ids):
+            raise ModelError(f"pointer spec lists {len(symbols)} symbols but {len(self.symbol_ids)} ids")
+        object.__setattr__(self, "symbols", symbols)
+        object.__setattr__(self, "_symbol_of_id", dict(zip(self.symbol_ids, symbols, strict=True)))
+        object.__setattr__(self, "_id_of_symbol", dict(zip(symbols, self.symbol_ids, strict=True)))
+
+    @property
+    def pointer_ids(self) -> tuple[int, ...]:
+        """Model ids of @ptr0, @ptr1, ... in index order."""
+        return self.symbol_ids[len(self.symbols) - self.vocab.max_pointers :]
+
+    def target_ids(self, tokens: Sequence[str]) -> list[int]:
+        """Pointer-target tokens -> model ids, EOS appended."""
+        return [self._id_of_symbol[t] for t in tokens] + [self.eos_id]
+
+    def decode(self, ids: Sequence[int], utterance: str, words: Sequence[Word]) -> Intent:
+        """Model output ids (decoder start and anything after EOS ignored) -> tree.
+
+        Raises:
+            FormError: the ids are not a well-formed pointer tree (an unknown id reads as
+            ``<id N>`` and fails there).
+        """
+        tokens = []
+        for i, token_id in enumerate(ids):
+            if token_id == self.eos_id:
+                break
+            if i == 0 and token_id == self.decoder_start_id:
+                continue
+            tokens.append(self._symbol_of_id.get(int(token_id), f"<id {token_id}>"))
+        return from_pointer_tokens(tokens, utterance, words)
+
+    def to_json(self) -> dict:
+        return {
+            "format_version": FORMAT_VERSION,
+            "vocab": self.vocab.to_json(),
+            "symbol_ids": list(self.symbol_ids),
+            "pad_id": self.pad_id,
+            "eos_id": self.eos_id,
+            "unk_id": self.unk_id,
+            "decoder_start_id": self.decoder_start_id,
+            "markers": self.markers,
+            "max_source_tokens": self.max_source_tokens,
+            "max_target_tokens": self.max_target_tokens,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> PointerSpec:
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ModelError(f"pointer spec format {version!r} is not supported (expected {FORMAT_VERSION})")
+        return cls(
+            vocab=TargetVocab.from_json(data["vocab"]),
+            symbol_ids=tuple(int(i) for i in data["symbol_ids"]),
+            pad_id=int(data["pad_id"]),
+            eos_id=int(data["eos_id"]),
+            unk_id=int(data["unk_id"]),
+            decoder_start_id=int(data["decoder_start_id"]),
+            markers=bool(data["markers"]),
+            max_source_tokens=int(data["max_source_tokens"]),
+            max_target_tokens=int(data["max_target_tokens"]),
+        )
+
+    def save(self, directory: str | Path) -> Path:
+        path = Path(directory) / SPEC_FILE
+        path.write_text(json.dumps(self.to_json(), indent=1) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, directory: str | Path) -> PointerSpec:
+        """Read ``pointer.json`` from a checkpoint directory.
+
+        Raises:
+            ModelError: the file is missing or corrupt (the message names it).
+        """
+        path = Path(directory) / SPEC_FILE
+        try:
+            return cls.from_json(json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise ModelError(f"{path}: missing (is this a checkpoint written by `mtop-edge train`?)") from None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelError(f"{path}: corrupt pointer spec ({type(exc).__name__}: {exc})") from None

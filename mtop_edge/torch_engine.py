@@ -1,0 +1,119 @@
+"""The PyTorch reference engine: a trained checkpoint decoded with transformers ``generate``.
+
+It is what `evaluate --engine torch` runs and what the exporter's parity check compares against.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from mtop_edge.errors import DeviceError, FormError, InputError, ModelError, require
+from mtop_edge.forms import Intent
+from mtop_edge.source import SourceEncoder, load_sentencepiece
+from mtop_edge.spec import SP_MODEL_FILE, PointerSpec
+
+
+def load_checkpoint(model_dir: str | Path):
+    """A seq2seq model from a checkpoint directory, with errors that name the broken file."""
+    require("torch", "train")
+    require("transformers", "train")
+    from transformers import AutoModelForSeq2SeqLM
+
+    model_dir = Path(model_dir)
+    config = model_dir / "config.json"
+    if model_dir.is_dir() and not config.is_file():
+        raise ModelError(f"{config}: missing (not a Hugging Face checkpoint)")
+    try:
+        return AutoModelForSeq2SeqLM.from_pretrained(str(model_dir)).eval()
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{model_dir}: cannot load the checkpoint ({first_line})") from None
+
+
+def greedy_generate(
+    model,
+    sources: Sequence[Sequence[int]],
+    spec: PointerSpec,
+    *,
+    device: str = "cpu",
+    max_new_tokens: int | None = None,
+    min_new_tokens: int | None = None,
+    target_only: bool = False,
+) -> list[list[int]]:
+    """Greedy ``generate`` output ids per row (decoder start included, cut after EOS).
+
+    ``target_only`` suppresses every id outside the target vocabulary, which is what a
+    vocabulary-trimmed export computes.
+    """
+    import torch
+
+    width = max(len(s) for s in sources)
+    ids = torch.full((len(sources), width), spec.pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sources), width), dtype=torch.long)
+    for row, source in enumerate(sources):
+        ids[row, : len(source)] = torch.tensor(source)
+        mask[row, : len(source)] = 1
+    kwargs = {}
+    if target_only:
+        keep = {*spec.symbol_ids, spec.eos_id}
+        vocab_size = model.get_output_embeddings().out_features
+        kwargs["suppress_tokens"] = [i for i in range(vocab_size) if i not in keep]
+    with torch.inference_mode():
+        out = model.generate(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            max_new_tokens=max_new_tokens or spec.max_target_tokens,
+            min_new_tokens=min_new_tokens,
+            num_beams=1,
+            do_sample=False,
+            **kwargs,
+        )
+    rows = []
+    for row in out.tolist():
+        tail = row[1:]
+        rows.append(row[: tail.index(spec.eos_id) + 2] if spec.eos_id in tail else row)
+    return rows
+
+
+class TorchParser:
+    """Greedy decoding with ``model.generate`` on a trained checkpoint."""
+
+    def __init__(self, model_dir: str | Path, *, device: str = "cpu", threads: int | None = None) -> None:
+        import torch
+
+        if device == "cuda" and not torch.cuda.is_available():
+            raise DeviceError("--device cuda: torch sees no CUDA device")
+        if threads:
+            torch.set_num_threads(threads)
+        model_dir = Path(model_dir)
+        self.spec = PointerSpec.load(model_dir)
+        self.encoder = SourceEncoder(load_sentencepiece(model_dir / SP_MODEL_FILE), self.spec)
+        self.model = load_checkpoint(model_dir).to(device)
+        self.device = device
+
+    def generate_ids(self, sources: Sequence[Sequence[int]], **kwargs) -> list[list[int]]:
+        """Greedy output ids per row; see greedy_generate."""
+        return greedy_generate(self.model, sources, self.spec, device=self.device, **kwargs)
+
+    def parse_batch(self, utterances: Sequence[str]) -> list[Intent | None]:
+        """Trees per utterance; None where the output is malformed or the input cannot be encoded."""
+        encoded = []
+        for utterance in utterances:
+            try:
+                words, _ = self.encoder.words(utterance)
+                encoded.append((utterance, words, self.encoder.encode(utterance, words)))
+            except InputError:
+                encoded.append(None)
+        usable = [e for e in encoded if e is not None]
+        outputs = iter(self.generate_ids([e[2] for e in usable]) if usable else [])
+        trees: list[Intent | None] = []
+        for entry in encoded:
+            if entry is None:
+                trees.append(None)
+                continue
+            try:
+                trees.append(self.spec.decode(next(outputs), entry[0], entry[1]))
+            except FormError:
+                trees.append(None)
+        return trees

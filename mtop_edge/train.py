@@ -1,0 +1,464 @@
+"""Fine-tuning with Hugging Face's Seq2SeqTrainer (heavy dependencies; imported by `mtop-edge train`).
+
+One process or many: launched with ``torchrun`` / ``accelerate launch`` the Trainer runs DDP with
+no change here. The output directory is a Hugging Face checkpoint (``from_pretrained`` loads it)
+plus ``spiece.model``, ``pointer.json`` and the resolved ``recipe.toml``; ``checkpoints/`` inside
+it is the resume point.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from mtop_edge.augment import swap_slot_values
+from mtop_edge.data import Example, read_examples
+from mtop_edge.datacheck import pointer_round_trip
+from mtop_edge.errors import DataError, DeviceError, FormError, MtopEdgeError, require
+from mtop_edge.forms import same_parse
+from mtop_edge.pointer import split_words
+from mtop_edge.recipe import SCRATCH, Recipe
+from mtop_edge.source import SourceEncoder, load_sentencepiece, marked_text
+from mtop_edge.spec import SP_MODEL_FILE, PointerSpec
+from mtop_edge.vocab import TargetVocab
+
+CHECKPOINTS = "checkpoints"
+TARGET_MARGIN = 16  # decoding room beyond the longest training target
+
+
+@dataclass
+class Features:
+    """Encoded rows ready for the collator, and the rows that could not be encoded."""
+
+    rows: list[dict]
+    examples: list[Example]
+    skipped: list[str]
+    words: list[list] = dataclasses.field(default_factory=list)
+
+    @property
+    def em_rows(self) -> list[tuple[Example, list, list[int]]]:
+        """(example, words, source ids) per encoded row, for exact-match decoding."""
+        return [(e, w, r["input_ids"]) for e, w, r in zip(self.examples, self.words, self.rows, strict=True)]
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def prepare_output(out: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to mix runs: a non-empty DIR needs --resume (continue) or --overwrite (start over)."""
+    if _rank() != 0:
+        return
+    if resume:
+        if not any((out / CHECKPOINTS).glob("checkpoint-*")):
+            raise MtopEdgeError(f"{out}: no checkpoint to resume from (looked in {out / CHECKPOINTS})")
+        return
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise MtopEdgeError(f"{out} is not empty: pass --resume to continue it or --overwrite to start over")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def train_sentencepiece(texts: Sequence[str], path: Path, vocab_size: int) -> None:
+    """A unigram model with T5's special ids (pad 0, eos 1, unk 2, no bos)."""
+    import io
+
+    import sentencepiece as spm
+
+    buffer = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts),
+        model_writer=buffer,
+        vocab_size=vocab_size,
+        model_type="unigram",
+        character_coverage=1.0,
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        hard_vocab_limit=False,
+        num_threads=1,
+        minloglevel=2,
+    )
+    path.write_bytes(buffer.getvalue())
+
+
+def build_tokenizer(recipe: Recipe, out: Path, examples: Sequence[Example]):
+    """The Hugging Face tokenizer (for savers and peers) and the sentencepiece file behind it."""
+    from transformers import AutoTokenizer, T5TokenizerFast
+
+    sp_path = out / SP_MODEL_FILE
+    if recipe.init == SCRATCH:
+        if not sp_path.exists():
+            texts = [marked_text(split_words(e.utterance)) if recipe.markers else e.utterance for e in examples]
+            train_sentencepiece(texts, sp_path, recipe.sp_vocab_size)
+        return T5TokenizerFast(vocab_file=str(sp_path), extra_ids=0), sp_path
+    tokenizer = AutoTokenizer.from_pretrained(recipe.init)
+    vocab_file = getattr(tokenizer, "vocab_file", None)
+    if not vocab_file or not Path(vocab_file).is_file():
+        raise MtopEdgeError(f"{recipe.init}: the tokenizer has no sentencepiece model (spiece.model)")
+    if not sp_path.exists():
+        shutil.copyfile(vocab_file, sp_path)
+    return tokenizer, sp_path
+
+
+def build_spec(recipe: Recipe, tokenizer, vocab: TargetVocab, max_target_tokens: int) -> PointerSpec:
+    """Add the target symbols to the tokenizer and record their ids."""
+    tokenizer.add_tokens(vocab.symbols)
+    ids = tokenizer.convert_tokens_to_ids(vocab.symbols)
+    return PointerSpec(
+        vocab=vocab,
+        symbol_ids=tuple(ids),
+        pad_id=tokenizer.pad_token_id,
+        eos_id=tokenizer.eos_token_id,
+        unk_id=tokenizer.unk_token_id,
+        decoder_start_id=tokenizer.pad_token_id,
+        markers=recipe.markers,
+        max_source_tokens=recipe.max_source_tokens,
+        max_target_tokens=max_target_tokens,
+    )
+
+
+def encode_examples(examples: Sequence[Example], spec: PointerSpec, encoder: SourceEncoder) -> Features:
+    """Source and target ids per row; rows that cannot be aligned or encoded are listed, not dropped silently."""
+    rows, kept, skipped, kept_words = [], [], [], []
+    for example in examples:
+        tokens, reason = pointer_round_trip(example)
+        try:
+            if tokens is None:
+                raise MtopEdgeError(reason)
+            words, _ = encoder.words(example.utterance)
+            source = encoder.encode(example.utterance, words)
+            target = spec.target_ids(tokens)
+        except (MtopEdgeError, KeyError) as exc:
+            skipped.append(f"{example.path}:{example.line}: {exc}")
+            continue
+        rows.append({"input_ids": source, "attention_mask": [1] * len(source), "labels": target})
+        kept.append(example)
+        kept_words.append(words)
+    return Features(rows, kept, skipped, kept_words)
+
+
+def build_model(recipe: Recipe, vocab_size: int, spec: PointerSpec):
+    from transformers import AutoModelForSeq2SeqLM, MT5Config, MT5ForConditionalGeneration
+
+    if recipe.init == SCRATCH:
+        config = MT5Config(
+            vocab_size=vocab_size,
+            d_model=recipe.d_model,
+            d_ff=recipe.d_ff,
+            num_layers=recipe.num_layers,
+            num_decoder_layers=recipe.num_decoder_layers,
+            num_heads=recipe.num_heads,
+            d_kv=recipe.d_kv,
+            feed_forward_proj=recipe.feed_forward_proj,
+            tie_word_embeddings=recipe.tie_word_embeddings,
+            dropout_rate=recipe.dropout_rate,
+            pad_token_id=spec.pad_id,
+            eos_token_id=spec.eos_id,
+            decoder_start_token_id=spec.decoder_start_id,
+        )
+        model = MT5ForConditionalGeneration(config)
+    else:
+        model = AutoModelForSeq2SeqLM.from_pretrained(recipe.init)
+        if model.get_input_embeddings().num_embeddings < vocab_size:
+            model.resize_token_embeddings(vocab_size)
+        model.config.dropout_rate = recipe.dropout_rate
+    generation = model.generation_config
+    generation.decoder_start_token_id = spec.decoder_start_id
+    generation.eos_token_id = spec.eos_id
+    generation.pad_token_id = spec.pad_id
+    generation.max_length = spec.max_target_tokens + 1
+    generation.num_beams = 1
+    generation.do_sample = False
+    return model
+
+
+def _select_device(recipe: Recipe) -> str:
+    import torch
+
+    if recipe.device == "cuda" and not torch.cuda.is_available():
+        raise DeviceError("--device cuda: torch sees no CUDA device (torch.cuda.is_available() is False)")
+    if recipe.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return recipe.device
+
+
+def exact_match(
+    model,
+    spec: PointerSpec,
+    rows: Sequence[tuple[Example, list, list[int]]],
+    *,
+    device,
+    batch_size: int,
+    rank: int = 0,
+    world_size: int = 1,
+) -> tuple[int, int]:
+    """(exact matches, well-formed outputs) of greedy decoding on this process's share of the rows."""
+    from mtop_edge.torch_engine import greedy_generate
+
+    mine = list(rows)[rank::world_size]
+    hits = well_formed = 0
+    for i in range(0, len(mine), batch_size):
+        batch = mine[i : i + batch_size]
+        for ids, (example, words, _) in zip(
+            greedy_generate(model, [r[2] for r in batch], spec, device=device), batch, strict=True
+        ):
+            try:
+                tree = spec.decode(ids, example.utterance, words)
+            except FormError:
+                continue
+            well_formed += 1
+            hits += same_parse(tree, example.tree)
+    return hits, well_formed
+
+
+def _callbacks(out: Path, log_path: Path):
+    from transformers import TrainerCallback
+    from transformers.trainer_callback import ProgressCallback
+
+    class LineProgress(ProgressCallback):
+        """The progress bar, with one compact line per log event instead of a dict dump."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero or not logs:
+                return
+            step = f"step {state.global_step}/{state.max_steps}"
+            if "loss" in logs:
+                line = f"{step} | loss {logs['loss']:.4f} | lr {logs.get('learning_rate', 0):.2e}"
+            elif "eval_loss" in logs:
+                line = f"{step} | eval_loss {logs['eval_loss']:.4f}"
+                if "eval_exact_match" in logs:
+                    line += f" | eval EM {logs['eval_exact_match']:.4f} | well-formed {logs['eval_well_formed']:.3f}"
+            else:
+                return
+            with log_path.open("a") as handle:
+                handle.write(json.dumps({"step": state.global_step, **logs}) + "\n")
+            (self.training_bar.write if self.training_bar is not None else print)(line)
+
+    class RankRecord(TrainerCallback):
+        """Each process records what it trained on, so a multi-process run can be checked."""
+
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            self.forwards = 0
+            self.first_batch: list[int] | None = None
+
+            def hook(module, inputs, kwargs_in):
+                if module.training:
+                    self.forwards += 1
+                    if self.first_batch is None and kwargs_in.get("input_ids") is not None:
+                        self.first_batch = kwargs_in["input_ids"][0, :8].tolist()
+
+            model.register_forward_pre_hook(hook, with_kwargs=True)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            record = {
+                "rank": args.process_index,
+                "world_size": args.world_size,
+                "global_step": state.global_step,
+                "forwards": self.forwards,
+                "first_batch_ids": self.first_batch,
+            }
+            (out / CHECKPOINTS / f"rank-{args.process_index}.json").write_text(json.dumps(record) + "\n")
+
+    return LineProgress, RankRecord()
+
+
+def _trainer_class():
+    import torch
+    from transformers import Seq2SeqTrainer
+
+    class PointerTrainer(Seq2SeqTrainer):
+        """Evaluation adds exact match and well-formed rate from greedy decoding.
+
+        Each process decodes its own share of the eval rows and the counts are summed, so the
+        figures are exact under any number of processes (rows that could not be encoded, e.g.
+        with labels unseen in training, count as misses).
+        """
+
+        def setup_exact_match(self, spec: PointerSpec, rows: list, total: int) -> None:
+            self.pointer_spec, self.em_rows, self.em_total = spec, rows, total
+
+        def evaluation_loop(
+            self,
+            dataloader,
+            description,
+            prediction_loss_only=None,
+            ignore_keys=None,
+            metric_key_prefix="eval",
+        ):
+            output = super().evaluation_loop(
+                dataloader,
+                description,
+                prediction_loss_only=True,
+                ignore_keys=ignore_keys,
+                metric_key_prefix=metric_key_prefix,
+            )
+            model = self.accelerator.unwrap_model(self.model).eval()
+            with self.autocast_smart_context_manager():
+                counts = exact_match(
+                    model,
+                    self.pointer_spec,
+                    self.em_rows,
+                    device=self.args.device,
+                    batch_size=self.args.per_device_eval_batch_size,
+                    rank=self.args.process_index,
+                    world_size=self.args.world_size,
+                )
+            totals = torch.tensor(counts, dtype=torch.float64, device=self.args.device)
+            if self.args.world_size > 1:
+                torch.distributed.all_reduce(totals)
+            total = max(self.em_total, 1)
+            output.metrics[f"{metric_key_prefix}_exact_match"] = totals[0].item() / total
+            output.metrics[f"{metric_key_prefix}_well_formed"] = totals[1].item() / total
+            return output
+
+    return PointerTrainer
+
+
+def train(
+    recipe: Recipe,
+    data: Path,
+    out: Path,
+    *,
+    eval_data: Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    extra_callbacks: Sequence = (),
+) -> dict:
+    """Train per the recipe and write the best checkpoint into ``out``; returns a summary."""
+    require("torch", "train")
+    require("transformers", "train")
+    import torch
+    from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainingArguments, set_seed
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    from transformers.trainer_utils import get_last_checkpoint
+
+    started = time.time()
+    out = Path(out)
+    prepare_output(out, resume=resume, overwrite=overwrite)
+    device = _select_device(recipe)
+    set_seed(recipe.seed)
+
+    train_examples = read_examples(data)
+    if eval_data is not None:
+        eval_examples = read_examples(eval_data)
+    else:  # hold out a fixed, seeded slice of the training rows
+        import random
+
+        shuffled = list(train_examples)
+        random.Random(recipe.seed).shuffle(shuffled)
+        holdout = min(recipe.eval_holdout, len(shuffled) // 5)
+        eval_examples, train_examples = shuffled[:holdout], shuffled[holdout:]
+        if not eval_examples:
+            raise DataError("too few rows to hold out an eval set; pass --eval-data", data)
+    if recipe.eval_limit:
+        eval_examples = eval_examples[: recipe.eval_limit]
+    augmented = swap_slot_values(train_examples, recipe.augment_copies, recipe.seed)
+
+    use_bf16 = device == "cuda" and torch.cuda.is_bf16_supported()
+    select_em = recipe.select_by == "exact_match"
+    args = Seq2SeqTrainingArguments(
+        output_dir=str(out / CHECKPOINTS),
+        per_device_train_batch_size=recipe.per_device_batch_size,
+        per_device_eval_batch_size=max(recipe.per_device_batch_size, 64),
+        gradient_accumulation_steps=recipe.gradient_accumulation_steps,
+        learning_rate=recipe.learning_rate,
+        weight_decay=recipe.weight_decay,
+        optim="adamw_torch",
+        lr_scheduler_type=recipe.lr_scheduler,
+        warmup_ratio=recipe.warmup_ratio,
+        max_steps=recipe.max_steps,
+        num_train_epochs=recipe.epochs,
+        label_smoothing_factor=recipe.label_smoothing,
+        seed=recipe.seed,
+        bf16=use_bf16,
+        use_cpu=device == "cpu",
+        ddp_backend="gloo" if device == "cpu" and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
+        eval_strategy="steps",
+        eval_steps=recipe.eval_steps,
+        save_strategy="steps",
+        save_steps=recipe.eval_steps,
+        save_total_limit=recipe.save_total_limit,
+        load_best_model_at_end=True,
+        metric_for_best_model="eval_exact_match" if select_em else "eval_loss",
+        greater_is_better=select_em,
+        logging_steps=recipe.logging_steps,
+        group_by_length=True,
+        report_to=[],
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+
+    with args.main_process_first(desc="tokenizer and targets"):
+        tokenizer, sp_path = build_tokenizer(recipe, out, train_examples)
+        vocab = TargetVocab.from_examples([*train_examples, *augmented], min_pointers=recipe.min_pointers)
+        provisional = build_spec(recipe, tokenizer, vocab, max_target_tokens=0)
+        encoder = SourceEncoder(load_sentencepiece(sp_path), provisional)
+        train_features = encode_examples([*train_examples, *augmented], provisional, encoder)
+        longest = max((len(r["labels"]) for r in train_features.rows), default=1)
+        spec = dataclasses.replace(provisional, max_target_tokens=longest + TARGET_MARGIN)
+        eval_features = encode_examples(eval_examples, spec, encoder)
+        if _rank() == 0:
+            spec.save(out)
+    if not train_features.rows:
+        raise DataError(f"no trainable rows ({len(train_features.skipped)} skipped)", data)
+    for line in train_features.skipped[:5] + eval_features.skipped[:5]:
+        print(f"skipped {line}")
+
+    model = build_model(recipe, len(tokenizer), spec)
+    progress, rank_record = _callbacks(out, out / "train_log.jsonl")
+    trainer = _trainer_class()(
+        model=model,
+        args=args,
+        train_dataset=train_features.rows,
+        eval_dataset=eval_features.rows,
+        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100, pad_to_multiple_of=8),
+        processing_class=tokenizer,
+        callbacks=[rank_record, *extra_callbacks],
+    )
+    trainer.setup_exact_match(spec, eval_features.em_rows, total=len(eval_examples))
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(progress)
+    n_params = sum(p.numel() for p in model.parameters())
+    if trainer.is_world_process_zero():
+        print(
+            f"training {recipe.name}: {n_params / 1e6:.1f}M parameters, {len(train_features.rows)} rows "
+            f"({len(augmented)} augmented, {len(train_features.skipped)} skipped), "
+            f"{len(eval_examples)} eval rows ({len(eval_features.skipped)} not encodable, counted as misses), "
+            f"device {device}{' bf16' if use_bf16 else ''}, "
+            f"world size {args.world_size}"
+        )
+    checkpoint = get_last_checkpoint(str(out / CHECKPOINTS)) if resume else None
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    final = trainer.evaluate()
+    summary = {
+        "recipe": recipe.name,
+        "parameters": n_params,
+        "train_rows": len(train_features.rows),
+        "augmented_rows": len(augmented),
+        "skipped_rows": len(train_features.skipped),
+        "eval_rows": len(eval_examples),
+        "eval_rows_skipped": len(eval_features.skipped),
+        "global_step": result.global_step,
+        "train_loss": result.training_loss,
+        "best_checkpoint": trainer.state.best_model_checkpoint,
+        "eval": {k.removeprefix("eval_"): v for k, v in final.items()},
+        "device": device,
+        "world_size": args.world_size,
+        "minutes": round((time.time() - started) / 60, 2),
+    }
+    if trainer.is_world_process_zero():
+        trainer.save_model(str(out))
+        tokenizer.save_pretrained(str(out))
+        (out / "recipe.toml").write_text(recipe.to_toml())
+        (out / "training_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return summary

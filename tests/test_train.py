@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mtop_edge.errors import MtopEdgeError
+from mtop_edge.recipe import Recipe, RecipeError
+from mtop_edge.spec import PointerSpec
+
+from .conftest import SAMPLES, TINY_RECIPE
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = {
+    "max_steps": 8,
+    "eval_steps": 4,
+    "logging_steps": 2,
+    "d_model": 32,
+    "d_ff": 64,
+    "num_layers": 1,
+    "num_decoder_layers": 1,
+    "d_kv": 16,
+}
+
+
+def log_lines(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+
+
+def test_tiny_recipe_trains_and_its_loss_falls(tiny_model):
+    out, summary = tiny_model
+    losses = [row["loss"] for row in log_lines(out) if "loss" in row]
+    assert len(losses) >= 4
+    assert losses[-1] < 0.5 * losses[0]
+    assert summary["global_step"] == 240
+    # a Hugging Face checkpoint plus what decoding needs
+    from transformers import AutoModelForSeq2SeqLM
+
+    model = AutoModelForSeq2SeqLM.from_pretrained(out)
+    spec = PointerSpec.load(out)
+    assert model.get_input_embeddings().num_embeddings >= max(spec.symbol_ids) + 1
+    assert spec.markers and spec.vocab.max_pointers == 40
+    assert spec.max_target_tokens > 10
+    assert (out / "spiece.model").is_file() and (out / "recipe.toml").is_file()
+    assert Recipe.load(out / "recipe.toml") == Recipe.load(TINY_RECIPE)
+
+
+def test_resume_after_interruption_finishes_the_same_run(tmp_path):
+    from transformers import TrainerCallback
+
+    from mtop_edge.train import train
+
+    class Crash(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step == 4:
+                raise KeyboardInterrupt("simulated interruption")
+
+    recipe = Recipe.load(TINY_RECIPE, **QUICK)
+    data = SAMPLES / "train_sample.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        train(recipe, data, tmp_path / "resumed", extra_callbacks=[Crash()])
+    assert (tmp_path / "resumed" / "checkpoints" / "checkpoint-4").is_dir()
+    assert not (tmp_path / "resumed" / "model.safetensors").exists()
+    with pytest.raises(MtopEdgeError, match="is not empty: pass --resume"):
+        train(recipe, data, tmp_path / "resumed")
+    resumed = train(recipe, data, tmp_path / "resumed", resume=True)
+    straight = train(recipe, data, tmp_path / "straight")
+    assert resumed["global_step"] == straight["global_step"] == 8
+    # the resumed run trained only steps 5-8 after the interruption
+    steps = [row["step"] for row in log_lines(tmp_path / "resumed") if "loss" in row]
+    assert steps == [2, 4, 6, 8]
+    assert resumed["eval"]["loss"] == pytest.approx(straight["eval"]["loss"], rel=1e-4)
+
+
+def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path):
+    from mtop_edge.train import train
+
+    with pytest.raises(MtopEdgeError, match="no checkpoint to resume from"):
+        train(Recipe.load(TINY_RECIPE, **QUICK), SAMPLES / "train_sample.jsonl", tmp_path / "x", resume=True)
+
+
+def test_recipe_validation(tmp_path):
+    assert Recipe.load(TINY_RECIPE, max_steps=3).max_steps == 3
+    assert Recipe.load(None, learning_rate=1).learning_rate == 1.0
+    with pytest.raises(RecipeError, match="unknown recipe field"):
+        Recipe.load(None, steps=3)
+    with pytest.raises(RecipeError, match="max_steps must be int"):
+        Recipe.load(None, max_steps="3")
+    with pytest.raises(RecipeError, match="select_by must be one of eval_loss, exact_match"):
+        Recipe.load(None, select_by="bleu")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("max_steps = = 3")
+    with pytest.raises(RecipeError, match="invalid TOML"):
+        Recipe.load(bad)
+    for recipe in (ROOT / "training").glob("*.toml"):
+        assert Recipe.load(recipe).name == recipe.stem
+
+
+def test_two_cpu_processes_train_together(tmp_path):
+    out = tmp_path / "ddp"
+    overrides = [f"--{k.replace('_', '-')}={v}" for k, v in QUICK.items()]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "mtop_edge",
+            "train",
+            "--recipe",
+            str(TINY_RECIPE),
+            "--data",
+            str(SAMPLES / "train_sample.jsonl"),
+            "--out",
+            str(out),
+            *overrides,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((out / "checkpoints" / f"rank-{r}.json").read_text()) for r in (0, 1)]
+    assert [r["rank"] for r in ranks] == [0, 1]
+    assert all(r["world_size"] == 2 and r["global_step"] == 8 and r["forwards"] >= 8 for r in ranks)
+    assert ranks[0]["first_batch_ids"] != ranks[1]["first_batch_ids"]  # each rank saw its own shard
+    assert "world size 2" in result.stdout
+    assert (out / "model.safetensors").is_file()
