@@ -6,26 +6,14 @@ types and defaults (the CLI builds an option per field from it).
 
 from __future__ import annotations
 
-import dataclasses
-import sys
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mtop_edge.errors import MtopEdgeError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
+from mtop_edge.config import load_config, to_toml
 
 SCRATCH = "scratch"
-
-
-class RecipeError(MtopEdgeError):
-    """A recipe file or override that does not fit the Recipe fields."""
-
-    exit_code = 2
+CHOICES = {"select_by": ("eval_loss", "exact_match"), "device": ("auto", "cpu", "cuda")}
 
 
 HELP = {
@@ -109,54 +97,14 @@ class Recipe:
     device: str = "auto"
 
     @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
-
-    @classmethod
     def load(cls, path: str | Path | None, **overrides: Any) -> Recipe:
         """Read a TOML recipe (or start from defaults) and apply overrides (None = keep).
 
         Raises:
-            RecipeError: unreadable TOML, unknown fields, or values of the wrong type.
+            ConfigError: unreadable TOML, unknown fields, or values of the wrong type.
         """
-        values: dict[str, Any] = {}
-        if path is not None:
-            try:
-                values = tomllib.loads(Path(path).read_text())
-            except OSError as exc:
-                raise RecipeError(f"{path}: cannot read recipe ({exc.strerror or exc})") from None
-            except tomllib.TOMLDecodeError as exc:
-                raise RecipeError(f"{path}: invalid TOML ({exc})") from None
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        unknown = sorted(set(values) - set(cls.field_names()))
-        if unknown:
-            raise RecipeError(f"unknown recipe field(s): {', '.join(unknown)}; valid: {', '.join(cls.field_names())}")
-        problems = []
-        for f in fields(cls):
-            if f.name in values:
-                value = values[f.name]
-                if f.type == "float" and isinstance(value, int) and not isinstance(value, bool):
-                    values[f.name] = value = float(value)
-                expected = {"int": int, "float": float, "str": str, "bool": bool}[str(f.type)]
-                if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-                    problems.append(f"{f.name} must be {f.type}, got {value!r}")
-        choices = {"select_by": ("eval_loss", "exact_match"), "device": ("auto", "cpu", "cuda")}
-        for name, allowed in choices.items():
-            if name in values and values[name] not in allowed:
-                problems.append(f"{name} must be one of {', '.join(allowed)}, got {values[name]!r}")
-        if problems:
-            raise RecipeError("bad recipe: " + "; ".join(problems))
-        return cls(**values)
+        return load_config(cls, path, overrides, CHOICES)
 
     def to_toml(self) -> str:
         """The resolved recipe as TOML, saved beside the trained model."""
-        lines = []
-        for key, value in dataclasses.asdict(self).items():
-            if isinstance(value, bool):
-                text = "true" if value else "false"
-            elif isinstance(value, str):
-                text = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-            else:
-                text = repr(value)
-            lines.append(f"{key} = {text}")
-        return "\n".join(lines) + "\n"
+        return to_toml(self)

@@ -56,6 +56,13 @@ class PointerSpec:
         """Model ids of @ptr0, @ptr1, ... in index order."""
         return self.symbol_ids[len(self.symbols) - self.vocab.max_pointers :]
 
+    def decoder_vocabulary(self) -> list[int]:
+        """Every id a decoder step can need: decoder start, EOS, PAD, then the target symbols.
+
+        The trimmed export keeps exactly these rows, in this order.
+        """
+        return list(dict.fromkeys([self.decoder_start_id, self.eos_id, self.pad_id, *self.symbol_ids]))
+
     def target_ids(self, tokens: Sequence[str]) -> list[int]:
         """Pointer-target tokens -> model ids, EOS appended."""
         return [self._id_of_symbol[t] for t in tokens] + [self.eos_id]

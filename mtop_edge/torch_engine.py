@@ -26,7 +26,7 @@ def load_checkpoint(model_dir: str | Path):
         raise ModelError(f"{config}: missing (not a Hugging Face checkpoint)")
     try:
         return AutoModelForSeq2SeqLM.from_pretrained(str(model_dir)).eval()
-    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+    except Exception as exc:  # safetensors, torch and transformers each raise their own types for bad files
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{model_dir}: cannot load the checkpoint ({first_line})") from None
 

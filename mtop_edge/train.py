@@ -460,5 +460,8 @@ def train(
         trainer.save_model(str(out))
         tokenizer.save_pretrained(str(out))
         (out / "recipe.toml").write_text(recipe.to_toml())
+        # the source pieces seen in training, for `mtop-edge export --trim-input`
+        seen = sorted({i for row in train_features.rows for i in row["input_ids"]})
+        (out / "source_vocab.json").write_text(json.dumps(seen) + "\n")
         (out / "training_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary

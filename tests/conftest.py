@@ -34,3 +34,26 @@ def tiny_model(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny") / "model"
     summary = train(Recipe.load(TINY_RECIPE), SAMPLES / "train_sample.jsonl", out)
     return out, summary
+
+
+def export_tiny(tiny_model, out, **options):
+    """Export the tiny trained model with the given option overrides; returns the manifest."""
+    from mtop_edge.export import export_model
+    from mtop_edge.export.options import ExportOptions
+
+    checkpoint, _ = tiny_model
+    settings = {"parity_rows": 60, **options}
+    return export_model(str(checkpoint), out, ExportOptions.load(None, **settings), log=lambda _: None)
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tiny_model, tmp_path_factory):
+    """The tiny model exported as the runtime's default profile (trimmed, int8)."""
+    out = tmp_path_factory.mktemp("export") / "int8"
+    return out, export_tiny(tiny_model, out)
+
+
+@pytest.fixture(scope="session")
+def tiny_export_fp32(tiny_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export") / "fp32"
+    return out, export_tiny(tiny_model, out, quantize="none")

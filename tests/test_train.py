@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from mtop_edge.config import ConfigError
 from mtop_edge.errors import MtopEdgeError
-from mtop_edge.recipe import Recipe, RecipeError
+from mtop_edge.recipe import Recipe
 from mtop_edge.spec import PointerSpec
 
 from .conftest import SAMPLES, TINY_RECIPE
@@ -86,15 +87,15 @@ def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path):
 def test_recipe_validation(tmp_path):
     assert Recipe.load(TINY_RECIPE, max_steps=3).max_steps == 3
     assert Recipe.load(None, learning_rate=1).learning_rate == 1.0
-    with pytest.raises(RecipeError, match="unknown recipe field"):
+    with pytest.raises(ConfigError, match="unknown field"):
         Recipe.load(None, steps=3)
-    with pytest.raises(RecipeError, match="max_steps must be int"):
+    with pytest.raises(ConfigError, match="max_steps must be int"):
         Recipe.load(None, max_steps="3")
-    with pytest.raises(RecipeError, match="select_by must be one of eval_loss, exact_match"):
+    with pytest.raises(ConfigError, match="select_by must be one of eval_loss, exact_match"):
         Recipe.load(None, select_by="bleu")
     bad = tmp_path / "bad.toml"
     bad.write_text("max_steps = = 3")
-    with pytest.raises(RecipeError, match="invalid TOML"):
+    with pytest.raises(ConfigError, match="invalid TOML"):
         Recipe.load(bad)
     for recipe in (ROOT / "training").glob("*.toml"):
         assert Recipe.load(recipe).name == recipe.stem

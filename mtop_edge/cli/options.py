@@ -9,20 +9,28 @@ from typing import Any
 import click
 
 
-def recipe_overrides(func: Callable) -> Callable:
-    """One CLI option per Recipe field (``--max-steps``, ``--markers/--no-markers``, ...)."""
-    from mtop_edge.recipe import HELP, Recipe
+def config_overrides(config_cls: type, help_texts: dict[str, str], *, skip: tuple[str, ...] = ()) -> Callable:
+    """A decorator adding one CLI option per config field (``--max-steps``, ``--markers/--no-markers``).
 
-    for f in reversed(fields(Recipe)):
-        flag = f.name.replace("_", "-")
-        kind = str(f.type)
-        if kind == "bool":
-            decls = [f"--{flag}/--no-{flag}"]
-            extra: dict[str, Any] = {}
-        else:
-            decls = [f"--{flag}"]
-            extra = {"type": {"int": int, "float": float, "str": str}[kind]}
-        func = click.option(*decls, f.name, default=None, help=f"{HELP.get(f.name, '')} [recipe: {f.name}]", **extra)(
-            func
-        )
-    return func
+    Options default to None, meaning "keep the value from the file or the dataclass".
+    """
+
+    def decorate(func: Callable) -> Callable:
+        for f in reversed(fields(config_cls)):
+            if f.name not in skip:
+                func = _option(f, help_texts)(func)
+        return func
+
+    return decorate
+
+
+def _option(f, help_texts: dict[str, str]) -> Callable:
+    flag = f.name.replace("_", "-")
+    kind = str(f.type)
+    extra: dict[str, Any] = {}
+    if kind == "bool":
+        decls = [f"--{flag}/--no-{flag}"]
+    else:
+        decls = [f"--{flag}"]
+        extra["type"] = {"int": int, "float": float, "str": str}[kind]
+    return click.option(*decls, f.name, default=None, help=f"{help_texts.get(f.name, '')} [{f.name}]", **extra)

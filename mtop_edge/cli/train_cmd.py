@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from mtop_edge.cli.options import recipe_overrides
+from mtop_edge.cli.options import config_overrides
+from mtop_edge.recipe import HELP, Recipe
 
 
 @click.command("train", context_settings={"show_default": True})
@@ -36,7 +37,7 @@ from mtop_edge.cli.options import recipe_overrides
 )
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint in OUT.")
 @click.option("--overwrite", is_flag=True, help="Delete a non-empty OUT and start over.")
-@recipe_overrides
+@config_overrides(Recipe, HELP)
 def command(recipe_path, data, eval_data, out, resume, overwrite, **overrides) -> None:
     """Fine-tune a pointer-format parser (Hugging Face Seq2SeqTrainer).
 
@@ -44,7 +45,6 @@ def command(recipe_path, data, eval_data, out, resume, overwrite, **overrides) -
     `torchrun --nproc-per-node 4 -m mtop_edge train ...`. bf16 autocast is used on
     CUDA (never fp16: T5 overflows).
     """
-    from mtop_edge.recipe import Recipe
     from mtop_edge.train import train
 
     recipe = Recipe.load(recipe_path, **overrides)

@@ -1,0 +1,97 @@
+"""`mtop-edge parse`: utterances in, logical forms out."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from mtop_edge.errors import InputError
+
+
+@click.command("parse", context_settings={"show_default": True})
+@click.argument("utterance", required=False)
+@click.option(
+    "--input",
+    "input_file",
+    type=click.File("rb"),
+    help="Read one utterance per line (- for stdin) and stream JSON lines.",
+)
+@click.option(
+    "--model",
+    "model_dir",
+    type=click.Path(path_type=Path),
+    help="Model directory from `mtop-edge export` [default: the embedded model].",
+)
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads [default: onnxruntime's].")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (utterance, logical_form, intent, slots).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, help="Utterances decoded together (streams).")
+@click.option("--constrain/--no-constrain", default=True, help="Grammar-constrained decoding (always well-formed).")
+@click.option("--truncate", is_flag=True, help="Parse only the first words the model can point to (flagged).")
+def command(utterance, input_file, model_dir, device, threads, as_json, batch_size, constrain, truncate) -> None:
+    """Parse UTTERANCE into a logical form, or a stream of utterances.
+
+    \b
+    mtop-edge parse "set an alarm for 7am"
+    mtop-edge parse --json "call mom"
+    mtop-edge parse - < utterances.txt        one JSON object per input line
+    """
+    from mtop_edge.runtime import Parser
+
+    if input_file is None and utterance == "-":
+        input_file = click.open_file("-", "rb")
+        utterance = None
+    if (utterance is None) == (input_file is None):
+        raise click.UsageError("give one UTTERANCE, or --input FILE / - for a stream")
+    if utterance is not None and not utterance.strip():
+        raise InputError("empty utterance: nothing to parse")
+    parser = Parser.load(model_dir, device=device, threads=threads, constrain=constrain)
+    if utterance is not None:
+        result = parser.parse(utterance, truncate=truncate)
+        if as_json:
+            click.echo(json.dumps(result.to_json(), ensure_ascii=False))
+        elif result.ok:
+            click.echo(result.logical_form + ("  (truncated)" if result.truncated else ""))
+        else:
+            raise InputError(result.error)
+        return
+    failures = _stream(parser, input_file, batch_size, truncate)
+    if failures:
+        click.echo(f"{failures} line(s) could not be parsed (see their error records)", err=True)
+        sys.exit(1)
+
+
+def _stream(parser, handle, batch_size: int, truncate: bool) -> int:
+    """Parse a line-per-utterance stream in batches; a bad line yields an error record, not a stop."""
+    failures = 0
+    pending: list[tuple[int, str | None, str | None]] = []
+
+    def flush() -> None:
+        nonlocal failures
+        good = [(n, text) for n, text, error in pending if error is None]
+        results = iter(parser.parse_batch([t for _, t in good], truncate=truncate, strict=False, batch_size=batch_size))
+        for number, text, error in pending:
+            if error is not None:
+                record = {"line": number, "utterance": text, "error": error}
+            else:
+                result = next(results)
+                record = {"line": number, **result.to_json()}
+            failures += "error" in record
+            click.echo(json.dumps(record, ensure_ascii=False))
+        pending.clear()
+
+    for number, raw in enumerate(handle, start=1):
+        raw = raw.rstrip(b"\r\n")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            pending.append((number, None, f"invalid UTF-8 at byte {exc.start}"))
+        else:
+            pending.append((number, text, None if text.strip() else "empty utterance: nothing to parse"))
+        if len(pending) >= batch_size:
+            flush()
+    flush()
+    return failures

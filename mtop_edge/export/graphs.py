@@ -1,0 +1,141 @@
+"""ONNX graphs: optimum export with past key/values, merging, int8/fp16 conversion, offline optimization."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import shutil
+import warnings
+from pathlib import Path
+
+from mtop_edge.export.options import ExportOptions
+from mtop_edge.manifest import DECODER, DECODER_MERGED, DECODER_WITH_PAST, ENCODER
+
+# T5's feed-forward output and its RMS norms overflow in fp16 (activations pass 65504); keep them fp32.
+FP16_BLOCKED_OPS = ["Pow", "ReduceMean", "Sqrt", "Reciprocal", "Div", "Softmax"]
+FP16_BLOCKED_NODE_PATTERN = "DenseReluDense/wo"
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence the exporters' tracer warnings and progress chatter (our own output says what happened)."""
+    loggers = [logging.getLogger(name) for name in ("optimum", "transformers", "torch.onnx", "onnxruntime")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def export_onnx(model, out: Path, *, opset: int = 0, merged: bool = False) -> list[str]:
+    """Encoder, first-step decoder and decoder-with-past (or one merged decoder) into ``out``.
+
+    The first-step decoder also returns the cross-attention keys/values, which the with-past
+    decoder takes as inputs: they are computed once per utterance.
+    """
+    from optimum.exporters.onnx import onnx_export_from_model
+
+    with _quiet():
+        onnx_export_from_model(
+            model,
+            output=out,
+            task="text2text-generation-with-past",
+            opset=opset or None,
+            no_post_process=True,
+            do_validation=False,
+        )
+    if not merged:
+        return [ENCODER, DECODER, DECODER_WITH_PAST]
+    from optimum.onnx import merge_decoders
+
+    with _quiet():
+        merge_decoders(
+            decoder=out / DECODER,
+            decoder_with_past=out / DECODER_WITH_PAST,
+            save_path=out / DECODER_MERGED,
+            strict=False,
+        )
+    (out / DECODER).unlink()
+    (out / DECODER_WITH_PAST).unlink()
+    return [ENCODER, DECODER_MERGED]
+
+
+def quantize_int8(source: Path, target: Path, files: list[str], options: ExportOptions) -> dict:
+    """Dynamic int8 quantization of weight MatMuls (and embedding Gathers if asked).
+
+    uint8 weights (the default) stay accurate on AVX2-only CPUs, where signed int8 weights
+    saturate in the u8 x s8 multiply without VNNI; EnableSubgraph reaches into a merged decoder's If.
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    op_types = ["MatMul", "Gather"] if options.quantize_embeddings else ["MatMul"]
+    details = {
+        "op_types": op_types,
+        "weight_type": options.weight_type,
+        "per_channel": options.per_channel,
+        "reduce_range": options.reduce_range,
+        "MatMulConstBOnly": True,
+        "EnableSubgraph": options.merged,
+    }
+    with _quiet():
+        for name in files:
+            quantize_dynamic(
+                source / name,
+                target / name,
+                op_types_to_quantize=op_types,
+                per_channel=options.per_channel,
+                reduce_range=options.reduce_range,
+                weight_type=QuantType.QUInt8 if options.weight_type == "uint8" else QuantType.QInt8,
+                extra_options={"MatMulConstBOnly": True, "EnableSubgraph": options.merged},
+            )
+    return details
+
+
+def convert_fp16(source: Path, target: Path, files: list[str]) -> dict:
+    """fp16 weights and math for CUDA, with overflow-prone nodes kept in fp32 and fp32 inputs/outputs."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    blocked_nodes: list[str] = []
+    for name in files:
+        model = onnx.load(str(source / name))
+        nodes = [n.name for n in _all_nodes(model.graph) if FP16_BLOCKED_NODE_PATTERN in n.name]
+        blocked_nodes.extend(nodes)
+        with _quiet():
+            converted = convert_float_to_float16(
+                model, keep_io_types=True, op_block_list=FP16_BLOCKED_OPS, node_block_list=nodes
+            )
+        onnx.save(converted, str(target / name))
+    return {"blocked_op_types": FP16_BLOCKED_OPS, "blocked_nodes": len(blocked_nodes), "io_types": "float32"}
+
+
+def _all_nodes(graph):
+    for node in graph.node:
+        yield node
+        for attribute in node.attribute:
+            if attribute.HasField("g"):
+                yield from _all_nodes(attribute.g)
+
+
+def optimize_offline(directory: Path, files: list[str], level: str) -> None:
+    """Save onnxruntime's optimized graph in place of each file (load-time work done once)."""
+    import onnxruntime as ort
+
+    levels = {
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    }
+    for name in files:
+        path = directory / name
+        optimized = path.with_suffix(".opt.onnx")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = levels[level]
+        options.optimized_model_filepath = str(optimized)
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        shutil.move(optimized, path)

@@ -1,0 +1,104 @@
+"""The exported model directory: fixed file names plus ``manifest.json``, the runtime's contract.
+
+Written by `mtop-edge export`, read by the runtime. Graph names follow optimum's scheme so that
+optimum can load our exports as a cross-check.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from mtop_edge.errors import ModelError
+from mtop_edge.spec import SP_MODEL_FILE, PointerSpec
+
+MANIFEST_FILE = "manifest.json"
+MANIFEST_VERSION = 1
+ENCODER = "encoder_model.onnx"
+DECODER = "decoder_model.onnx"
+DECODER_WITH_PAST = "decoder_with_past_model.onnx"
+DECODER_MERGED = "decoder_model_merged.onnx"
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """The facts every consumer of the graphs needs; caches are sized from ``d_kv``, not d_model / heads."""
+
+    d_model: int
+    num_layers: int
+    num_decoder_layers: int
+    num_heads: int
+    d_kv: int
+    encoder_vocab: int
+    decoder_vocab: int
+
+    def past_names(self, prefix: str, part: str) -> list[str]:
+        """``{prefix}.{i}.{part}.key`` / ``.value`` for every decoder layer, in graph order.
+
+        prefix: ``past_key_values`` (inputs) or ``present`` (outputs); part: ``decoder`` (self
+        attention) or ``encoder`` (cross attention).
+        """
+        return [f"{prefix}.{i}.{part}.{kind}" for i in range(self.num_decoder_layers) for kind in ("key", "value")]
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What the runtime reads. ``decoder_ids[t]`` is the checkpoint id of exported decoder id t
+    (None: the decoder vocabulary was not trimmed); ``encoder_ids`` likewise for the encoder."""
+
+    directory: Path
+    spec: PointerSpec
+    architecture: Architecture
+    decoder_ids: tuple[int, ...] | None
+    encoder_ids: tuple[int, ...] | None
+    quantization: str
+    merged: bool
+    raw: dict
+
+    @property
+    def files(self) -> list[str]:
+        graphs = [ENCODER, DECODER_MERGED] if self.merged else [ENCODER, DECODER, DECODER_WITH_PAST]
+        return [*graphs, SP_MODEL_FILE]
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Manifest:
+        """Read and check ``manifest.json`` and that every file it needs is present.
+
+        Raises:
+            ModelError: naming the missing or corrupt file.
+        """
+        directory = Path(directory)
+        path = directory / MANIFEST_FILE
+        if not directory.is_dir():
+            raise ModelError(f"{directory}: model directory not found")
+        try:
+            raw = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ModelError(f"{path}: missing (is this a directory written by `mtop-edge export`?)") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ModelError(f"{path}: corrupt manifest ({exc})") from None
+        try:
+            if raw.get("format_version") != MANIFEST_VERSION:
+                raise ModelError(
+                    f"{path}: manifest format {raw.get('format_version')!r} is not supported "
+                    f"(expected {MANIFEST_VERSION}; re-export with this version of mtop-edge)"
+                )
+            manifest = cls(
+                directory=directory,
+                spec=PointerSpec.from_json(raw["pointer"]),
+                architecture=Architecture(**raw["architecture"]),
+                decoder_ids=None if raw.get("decoder_ids") is None else tuple(raw["decoder_ids"]),
+                encoder_ids=None if raw.get("encoder_ids") is None else tuple(raw["encoder_ids"]),
+                quantization=raw["quantization"],
+                merged=bool(raw["merged"]),
+                raw=raw,
+            )
+        except ModelError:
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"{path}: corrupt manifest ({type(exc).__name__}: {exc})") from None
+        for name in manifest.files:
+            if not (directory / name).is_file():
+                raise ModelError(f"{directory / name}: missing model file")
+        return manifest

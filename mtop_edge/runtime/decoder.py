@@ -1,0 +1,161 @@
+"""The hot path: batched greedy decoding over plain onnxruntime sessions with past key/values.
+
+The encoder runs once; the first decoder step also returns the cross-attention keys/values, which
+every later step reuses. All tensors move through IOBinding: on CUDA the encoder output and both
+caches stay on the device between steps, and on both devices the logits land in one preallocated
+host buffer. Rows that finish keep their slot (fed PAD) until the whole batch is done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from mtop_edge.manifest import DECODER, DECODER_MERGED, DECODER_WITH_PAST, ENCODER, Manifest
+from mtop_edge.runtime.grammar import ConstrainedBatch, Grammar
+from mtop_edge.runtime.sessions import create_session
+
+
+@dataclass
+class Decoded:
+    """Exported decoder ids per row (EOS and later excluded) and whether each row reached EOS."""
+
+    ids: list[list[int]]
+    ended: list[bool]
+
+
+class GreedyDecoder:
+    """Sessions for one exported model and the greedy loop over them."""
+
+    def __init__(
+        self, manifest: Manifest, *, device: str = "cpu", threads: int | None = None, optimization: str = "all"
+    ) -> None:
+        def load(name: str):
+            return create_session(manifest.directory / name, device=device, threads=threads, optimization=optimization)
+
+        self.device = device
+        self.merged = manifest.merged
+        self.encoder = load(ENCODER)
+        if self.merged:
+            self.first = self.step = load(DECODER_MERGED)
+        else:
+            self.first, self.step = load(DECODER), load(DECODER_WITH_PAST)
+        arch = manifest.architecture
+        self.arch = arch
+        self.vocab_size = arch.decoder_vocab
+        self.self_present = arch.past_names("present", "decoder")
+        self.cross_present = arch.past_names("present", "encoder")
+        self.self_past = arch.past_names("past_key_values", "decoder")
+        self.cross_past = arch.past_names("past_key_values", "encoder")
+        spec = manifest.spec
+        if manifest.decoder_ids is None:  # untrimmed: exported ids are the checkpoint's
+            self.start_id, self.eos_id, self.pad_id = spec.decoder_start_id, spec.eos_id, spec.pad_id
+            # a constrained step looks only at the target columns (the grammar's ids index into them)
+            self.columns = np.asarray(spec.decoder_vocabulary(), dtype=np.int64)
+        else:
+            exported = {original: i for i, original in enumerate(manifest.decoder_ids)}
+            self.start_id, self.eos_id, self.pad_id = (
+                exported[spec.decoder_start_id],
+                exported[spec.eos_id],
+                exported[spec.pad_id],
+            )
+            self.columns = None
+
+    def _empty_past(self, batch: int, dtype=np.float32) -> np.ndarray:
+        return np.zeros((batch, self.arch.num_heads, 0, self.arch.d_kv), dtype=dtype)
+
+    def decode(
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        *,
+        max_steps: int,
+        grammar: Grammar | None = None,
+        n_words: Sequence[int] = (),
+        forced_steps: int | None = None,
+    ) -> Decoded:
+        """Greedy-decode a padded batch.
+
+        ``grammar`` constrains every step (``n_words`` bounds each row's pointers);
+        ``forced_steps`` ignores EOS and runs exactly that many steps (benchmarks on random weights).
+        """
+        batch = input_ids.shape[0]
+        steps = forced_steps or max_steps
+        device = self.device
+        logits = np.empty((batch, 1, self.vocab_size), dtype=np.float32)
+        tokens = np.full((batch, 1), self.start_id, dtype=np.int64)
+        out = np.full((batch, steps), self.pad_id, dtype=np.int64)
+        chosen = np.empty(batch, dtype=np.int64)
+
+        encoder = self.encoder.io_binding()
+        encoder.bind_cpu_input("input_ids", input_ids)
+        encoder.bind_cpu_input("attention_mask", attention_mask)
+        encoder.bind_output("last_hidden_state", device)
+        self.encoder.run_with_iobinding(encoder)
+        hidden = encoder.get_outputs()[0]
+
+        first = self.first.io_binding()
+        first.bind_cpu_input("input_ids", tokens)
+        first.bind_cpu_input("encoder_attention_mask", attention_mask)
+        first.bind_ortvalue_input("encoder_hidden_states", hidden)
+        if self.merged:
+            empty = self._empty_past(batch)
+            for name in self.self_past + self.cross_past:
+                first.bind_cpu_input(name, empty)
+            first.bind_cpu_input("use_cache_branch", np.zeros(1, dtype=bool))
+        first.bind_output("logits", "cpu", 0, np.float32, logits.shape, logits.ctypes.data)
+        for name in self.self_present + self.cross_present:
+            first.bind_output(name, device)
+        self.first.run_with_iobinding(first)
+        outputs = first.get_outputs()
+        n_self = len(self.self_present)
+        self_kv, cross_kv = outputs[1 : 1 + n_self], outputs[1 + n_self :]
+
+        step = self.step.io_binding()
+        step.bind_cpu_input("encoder_attention_mask", attention_mask)
+        for name, value in zip(self.cross_past, cross_kv, strict=True):
+            step.bind_ortvalue_input(name, value)
+        if self.merged:
+            step.bind_ortvalue_input("encoder_hidden_states", hidden)
+            step.bind_cpu_input("use_cache_branch", np.ones(1, dtype=bool))
+
+        constrained = ConstrainedBatch(grammar, n_words, self.columns) if grammar is not None else None
+        finished = constrained.finished if constrained is not None else np.zeros(batch, dtype=bool)
+        last = steps
+        for t in range(steps):
+            if constrained is not None:
+                constrained.pick(logits[:, 0, :], steps - t, chosen)
+            else:
+                np.argmax(logits[:, 0, :], axis=1, out=chosen)
+                if forced_steps is None:
+                    chosen[finished] = self.pad_id
+                    finished |= chosen == self.eos_id
+            out[:, t] = chosen
+            if t + 1 == steps or (forced_steps is None and finished.all()):
+                last = t + 1
+                break
+            tokens[:, 0] = chosen
+            step.bind_cpu_input("input_ids", tokens)
+            for name, value in zip(self.self_past, self_kv, strict=True):
+                step.bind_ortvalue_input(name, value)
+            step.bind_output("logits", "cpu", 0, np.float32, logits.shape, logits.ctypes.data)
+            for name in self.self_present:
+                step.bind_output(name, device)
+            if self.merged:
+                for name in self.cross_present:
+                    step.bind_output(name, device)
+            self.step.run_with_iobinding(step)
+            self_kv = step.get_outputs()[1 : 1 + n_self]
+            step.clear_binding_outputs()
+
+        ids, ended = [], []
+        for row in out[:, :last].tolist():
+            if self.eos_id in row and forced_steps is None:
+                ids.append(row[: row.index(self.eos_id)])
+                ended.append(True)
+            else:
+                ids.append(row)
+                ended.append(forced_steps is not None)
+        return Decoded(ids, ended)

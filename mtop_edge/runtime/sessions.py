@@ -1,0 +1,68 @@
+"""onnxruntime sessions: threads, graph optimization, and the CPU or CUDA provider (never a silent fallback)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnxruntime as ort
+
+from mtop_edge.errors import DeviceError, ModelError
+
+DEVICES = ("cpu", "cuda")
+OPTIMIZATION = {
+    "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+def providers_for(device: str) -> list[str]:
+    """The provider list for a device.
+
+    Raises:
+        DeviceError: CUDA asked for but this onnxruntime build has no CUDA provider.
+    """
+    if device not in DEVICES:
+        raise DeviceError(f"unknown device {device!r}; choose one of: {', '.join(DEVICES)}")
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    available = ort.get_available_providers()
+    if "CUDAExecutionProvider" not in available:
+        raise DeviceError(
+            f"--device cuda: this onnxruntime {ort.__version__} build has no CUDA provider "
+            f"(available: {', '.join(available)}); install onnxruntime-gpu in place of onnxruntime"
+        )
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def create_session(
+    path: Path, *, device: str = "cpu", threads: int | None = None, optimization: str = "all"
+) -> ort.InferenceSession:
+    """One session for one graph file.
+
+    Raises:
+        ModelError: the file is missing or not a loadable ONNX graph (named in the message).
+        DeviceError: CUDA was asked for and the session did not get it.
+    """
+    options = ort.SessionOptions()
+    options.graph_optimization_level = OPTIMIZATION[optimization]
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.inter_op_num_threads = 1
+    if threads:
+        options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    providers = providers_for(device)
+    if not Path(path).is_file():
+        raise ModelError(f"{path}: missing model file")
+    try:
+        session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{path}: cannot load ONNX graph ({message})") from None
+    if session.get_providers()[0] != providers[0]:
+        raise DeviceError(
+            f"--device {device}: onnxruntime did not enable {providers[0]} for {path.name} "
+            f"(got {', '.join(session.get_providers())}); check the CUDA and cuDNN libraries it needs"
+        )
+    return session

@@ -1,0 +1,188 @@
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from mtop_edge.cli import cli
+from mtop_edge.errors import ModelError, MtopEdgeError
+from mtop_edge.export import graphs, resolve_checkpoint
+from mtop_edge.manifest import DECODER_MERGED, Manifest
+from mtop_edge.runtime import Parser
+
+from .conftest import SAMPLES, export_tiny
+
+
+def unconstrained_ids(model_dir, utterances):
+    parser = Parser.load(model_dir, constrain=False)
+    rows = []
+    for utterance in utterances:
+        words, _ = parser.encoder.words(utterance)
+        rows.append((parser.encoder.encode(utterance, words), len(words)))
+    decoded = parser.decode_ids([r[0] for r in rows], [r[1] for r in rows])
+    return [parser.original_ids(ids) for ids in decoded.ids]
+
+
+UTTERANCES = [json.loads(line)["utterance"] for line in (SAMPLES / "eval_sample.jsonl").read_text().splitlines()[:40]]
+
+
+def test_fp32_export_is_exactly_the_pytorch_parser(tiny_export_fp32):
+    out, manifest = tiny_export_fp32
+    parity = manifest["parity"]
+    assert parity["rows"] == 60
+    assert parity["fp32_identical_to_torch"] == 60 and parity["fp32_identical_share"] == 1.0
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [
+            "README.md",
+            "config.json",
+            "decoder_model.onnx",
+            "decoder_with_past_model.onnx",
+            "encoder_model.onnx",
+            "generation_config.json",
+            "manifest.json",
+            "spiece.model",
+        ]
+    )
+    loaded = Manifest.load(out)
+    assert loaded.quantization == "none" and not loaded.merged
+    assert loaded.decoder_ids[:2] == (0, 1)  # decoder start (PAD) and EOS first
+    assert len(loaded.decoder_ids) == len(loaded.spec.symbols) + 2
+    assert manifest["source"]["sha256"] and manifest["total_bytes"] == sum(manifest["sizes"].values())
+
+
+def test_int8_export_loads_and_parses(tiny_export):
+    out, manifest = tiny_export
+    assert manifest["quantization"] == "int8"
+    assert manifest["quantization_details"]["weight_type"] == "uint8"
+    parity = manifest["parity"]
+    assert parity["fp32_identical_share"] == 1.0
+    assert 0 <= parity["quantized_identical_share"] <= 1 and "quantized_exact_match" in parity
+    result = Parser.load(out).parse("set an alarm for 7am")
+    assert result.ok and result.tree.label.startswith("IN:")
+    assert "README.md" in {p.name for p in out.iterdir()}
+
+
+def test_trimming_and_merging_keep_outputs_identical(tiny_model, tiny_export_fp32, tmp_path):
+    trimmed_dir, _ = tiny_export_fp32
+    untrimmed = export_tiny(tiny_model, tmp_path / "untrimmed", quantize="none", trim=False, parity_rows=0)
+    merged = export_tiny(tiny_model, tmp_path / "merged", quantize="none", merged=True, parity_rows=0)
+    assert untrimmed["decoder_ids"] is None and merged["merged"]
+    assert (tmp_path / "merged" / DECODER_MERGED).is_file()
+    reference = unconstrained_ids(trimmed_dir, UTTERANCES)
+    assert unconstrained_ids(tmp_path / "untrimmed", UTTERANCES) == reference
+    assert unconstrained_ids(tmp_path / "merged", UTTERANCES) == reference
+    # constrained decoding over an untrimmed decoder looks at the same target columns
+    trees = Parser.load(trimmed_dir).parse_trees(UTTERANCES)
+    assert Parser.load(tmp_path / "untrimmed").parse_trees(UTTERANCES) == trees
+    assert untrimmed["sizes"]["decoder_model.onnx"] > _size(trimmed_dir / "decoder_model.onnx")
+
+
+def _size(path):
+    return path.stat().st_size
+
+
+def test_trim_input_maps_unseen_pieces_to_unk(tiny_model, tmp_path):
+    manifest = export_tiny(tiny_model, tmp_path / "trim-input", quantize="none", trim_input=True)
+    assert manifest["parity"]["fp32_identical_share"] == 1.0
+    parser = Parser.load(tmp_path / "trim-input")
+    assert parser.manifest.architecture.encoder_vocab == len(manifest["encoder_ids"])
+    assert parser.parse("set an alarm for 7am").ok
+
+
+def test_fp16_export_runs_and_reports_agreement(tiny_model, tmp_path):
+    manifest = export_tiny(tiny_model, tmp_path / "fp16", quantize="fp16")
+    assert manifest["quantization"] == "fp16"
+    assert manifest["quantization_details"]["blocked_nodes"] > 0
+    assert manifest["parity"]["quantized_identical_share"] > 0.8
+    assert Parser.load(tmp_path / "fp16").parse("call mom").ok
+
+
+def test_interrupted_export_leaves_nothing(tiny_model, tmp_path, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(graphs, "quantize_int8", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        export_tiny(tiny_model, tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_output_needs_overwrite(tiny_model, tmp_path):
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(MtopEdgeError, match="exists: pass --overwrite"):
+        export_tiny(tiny_model, out, quantize="none", parity_rows=0)
+    assert (out / "keep.txt").exists()
+    from mtop_edge.export import export_model
+    from mtop_edge.export.options import ExportOptions
+
+    export_model(
+        str(tiny_model[0]),
+        out,
+        ExportOptions.load(None, quantize="none", parity_rows=0),
+        overwrite=True,
+        log=lambda _: None,
+    )
+    assert not (out / "keep.txt").exists() and Manifest.load(out)
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda d: (d / "model.safetensors").write_bytes(b"not a safetensors file"), "cannot load the checkpoint"),
+        (lambda d: (d / "pointer.json").unlink(), "pointer.json: missing"),
+        (lambda d: (d / "pointer.json").write_text("{"), "pointer.json: corrupt pointer spec"),
+        (lambda d: (d / "config.json").unlink(), "config.json: missing"),
+        (lambda d: (d / "spiece.model").write_bytes(b"junk"), "spiece.model: corrupt sentencepiece model"),
+    ],
+)
+def test_corrupt_checkpoint_gives_a_clear_error(tiny_model, tmp_path, damage, message):
+    checkpoint = tmp_path / "ckpt"
+    shutil.copytree(tiny_model[0], checkpoint, ignore=shutil.ignore_patterns("checkpoints"))
+    damage(checkpoint)
+    result = CliRunner().invoke(cli, ["export", "--model", str(checkpoint), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_hub_ids_are_downloaded_and_paths_are_not(tiny_model, monkeypatch):
+    import huggingface_hub
+
+    calls = []
+    monkeypatch.setattr(
+        huggingface_hub, "snapshot_download", lambda repo_id: calls.append(repo_id) or str(tiny_model[0])
+    )
+    assert resolve_checkpoint("someone/mtop-pointer") == tiny_model[0]
+    assert calls == ["someone/mtop-pointer"]
+    assert resolve_checkpoint(str(tiny_model[0])) == tiny_model[0]
+    with pytest.raises(ModelError, match="not a checkpoint directory"):
+        resolve_checkpoint("./missing/dir")
+
+    def offline(repo_id):
+        raise OSError("no network")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    with pytest.raises(ModelError, match="cannot download from the Hugging Face hub"):
+        resolve_checkpoint("someone/mtop-pointer")
+
+
+def test_export_cli_writes_and_reports(tiny_model, tmp_path):
+    out = tmp_path / "cli"
+    profile = tmp_path / "p.toml"
+    profile.write_text('name = "test"\nquantize = "int8"\nparity_rows = 20\n')
+    result = CliRunner().invoke(
+        cli,
+        ["export", "--model", str(tiny_model[0]), "--out", str(out), "--profile", str(profile), "--quantize", "none"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "parity:" in result.output and f"wrote {out}" in result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["profile"] == "test" and manifest["quantization"] == "none"  # the flag beat the profile
+    assert manifest["parity"]["rows"] == 20
+    assert np.isclose(sum(manifest["sizes"].values()), manifest["total_bytes"])

@@ -1,0 +1,286 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mtop_edge.cli import cli
+from mtop_edge.errors import DeviceError, InputError, ModelError
+from mtop_edge.forms import Intent
+from mtop_edge.pointer import split_words
+from mtop_edge.runtime import Parser
+from mtop_edge.runtime.grammar import ConstrainedBatch, Grammar
+from mtop_edge.spec import PointerSpec
+from mtop_edge.vocab import TargetVocab
+
+from .conftest import SAMPLES
+
+ROOT = Path(__file__).resolve().parents[1]
+EVAL_ROWS = [json.loads(line) for line in (SAMPLES / "eval_sample.jsonl").read_text().splitlines()]
+
+
+# -- the runtime is the checkpoint's parser ------------------------------------------------------
+
+
+def test_unconstrained_runtime_equals_pytorch_greedy_token_for_token(tiny_model, tiny_export_fp32):
+    from mtop_edge.torch_engine import TorchParser
+
+    torch_parser = TorchParser(tiny_model[0])
+    parser = Parser.load(tiny_export_fp32[0], constrain=False)
+    utterances = [row["utterance"] for row in EVAL_ROWS[:64]]
+    sources, counts = [], []
+    for utterance in utterances:
+        words, _ = parser.encoder.words(utterance)
+        sources.append(parser.encoder.encode(utterance, words))
+        counts.append(len(words))
+    expected = torch_parser.generate_ids(sources, target_only=True)
+    for batch_size in (1, 7, 64):  # padding and per-row stopping must not change anything
+        got = []
+        for i in range(0, len(sources), batch_size):
+            decoded = parser.decode_ids(sources[i : i + batch_size], counts[i : i + batch_size])
+            got.extend(parser.original_ids(ids) for ids in decoded.ids)
+        assert got == [ids[1:-1] if ids[-1] == parser.spec.eos_id else ids[1:] for ids in expected]
+
+
+def test_constrained_output_is_always_well_formed(tiny_export):
+    parser = Parser.load(tiny_export[0])
+    results = parser.parse_batch([row["utterance"] for row in EVAL_ROWS], strict=False)
+    assert all(r.ok for r in results), [r.error for r in results if not r.ok][:3]
+    unconstrained = Parser.load(tiny_export[0], constrain=False).parse_batch(
+        [row["utterance"] for row in EVAL_ROWS], strict=False
+    )
+    assert not all(r.ok for r in unconstrained)  # the tiny model needs the grammar
+
+
+def leaf_slots(slots):
+    for slot in slots:
+        if "intent" in slot:
+            yield from leaf_slots(slot["intent"]["slots"])
+        else:
+            yield slot
+
+
+def test_results_carry_exact_offsets(tiny_export):
+    parser = Parser.load(tiny_export[0])
+    for result in parser.parse_batch([row["utterance"] for row in EVAL_ROWS[:50]]):
+        record = result.to_json()
+        assert set(record) >= {"utterance", "logical_form", "intent", "slots"}
+        assert record["intent"] == result.tree.label
+        for slot in leaf_slots(record["slots"]):
+            assert result.utterance[slot["start"] : slot["end"]] == slot["text"]
+
+
+# -- the grammar: any logits give a well-formed tree ------------------------------------------------
+
+VOCAB = TargetVocab(
+    intents=("IN:A", "IN:B", "IN:C"),
+    slots=("SL:X", "SL:Y"),
+    max_pointers=12,
+    root_intents=("IN:A", "IN:B"),
+    intent_slots={"IN:A": ("SL:X", "SL:Y"), "IN:B": ("SL:Y",), "IN:C": ("SL:X",)},
+    slot_intents={"SL:Y": ("IN:C",)},
+)
+
+
+def make_spec(vocab: TargetVocab) -> PointerSpec:
+    return PointerSpec(vocab=vocab, symbol_ids=tuple(range(10, 10 + len(vocab.symbols))))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n_words=st.lists(st.integers(1, 12), min_size=1, max_size=6),
+    cap=st.integers(3, 30),
+    use_pairs=st.booleans(),
+    untrimmed=st.booleans(),
+)
+def test_random_logits_always_decode_to_well_formed_trees(seed, n_words, cap, use_pairs, untrimmed):
+    spec = make_spec(VOCAB)
+    columns = spec.decoder_vocabulary()
+    grammar = Grammar(spec, columns, use_pairs=use_pairs)
+    rng = np.random.default_rng(seed)
+    # an untrimmed decoder has more ids than the grammar's columns; they must be ignored
+    vocab_size = max(columns) + 5 if untrimmed else len(columns)
+    state = ConstrainedBatch(grammar, n_words, np.asarray(columns) if untrimmed else None)
+    chosen = np.empty(len(n_words), dtype=np.int64)
+    outputs = [[] for _ in n_words]
+    for t in range(cap):
+        state.pick(rng.normal(scale=5.0, size=(len(n_words), vocab_size)).astype(np.float32), cap - t, chosen)
+        for row, token in enumerate(chosen.tolist()):
+            outputs[row].append(token)
+        if state.finished.all():
+            break
+    assert state.finished.all()
+    for row, ids in enumerate(outputs):
+        original = [columns[i] for i in ids] if not untrimmed else ids
+        utterance = " ".join(f"w{i}" for i in range(n_words[row]))
+        tree = spec.decode(original, utterance, split_words(utterance))  # raises if malformed
+        assert isinstance(tree, Intent)
+        if use_pairs:
+            assert tree.label in VOCAB.root_intents
+            for intent in tree.walk_intents():
+                assert all(s.label in VOCAB.intent_slots[intent.label] for s in intent.slots)
+
+
+# -- no torch on the parse path --------------------------------------------------------------------
+
+
+def test_parse_never_imports_torch_or_transformers(tiny_export):
+    code = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "import mtop_edge\n"
+        "from mtop_edge.cli import cli\n"
+        f"r = CliRunner().invoke(cli, ['parse', '--model', {str(tiny_export[0])!r}, 'set an alarm'])\n"
+        "assert r.exit_code == 0, r.output\n"
+        "p = mtop_edge.Parser.load(" + repr(str(tiny_export[0])) + ")\n"
+        "p.parse_batch(['call mom', 'weather today'])\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'optimum'))\n"
+        "print(heavy)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+# -- the command line and bad input ---------------------------------------------------------------
+
+
+def run(*args, input=None):
+    return CliRunner().invoke(cli, ["parse", *args], input=input)
+
+
+def test_parse_prints_the_logical_form_and_json(tiny_export):
+    model = str(tiny_export[0])
+    plain = run("--model", model, "set an alarm for 7am")
+    assert plain.exit_code == 0 and plain.output.startswith("[IN:")
+    record = json.loads(run("--model", model, "--json", "set an alarm for 7am").output)
+    assert record["utterance"] == "set an alarm for 7am" and record["logical_form"] == plain.output.strip()
+
+
+@pytest.mark.parametrize("utterance", ["", "   ", "\t"])
+def test_empty_utterance_is_a_one_line_error_with_exit_code_2(tiny_export, utterance):
+    result = run("--model", str(tiny_export[0]), utterance)
+    assert result.exit_code == 2
+    assert result.output.strip() == "Error: empty utterance: nothing to parse"
+    with pytest.raises(InputError):
+        Parser.load(tiny_export[0]).parse(utterance)
+
+
+def test_too_many_words_is_an_error_unless_truncated(tiny_export):
+    model = str(tiny_export[0])
+    limit = Parser.load(model).spec.vocab.max_pointers
+    long = " ".join(["alarm"] * (limit + 5))
+    result = run("--model", model, long)
+    assert result.exit_code == 2
+    assert f"has {limit + 5} words but the model can point to at most {limit}" in result.output
+    flagged = json.loads(run("--model", model, "--json", "--truncate", long).output)
+    assert flagged["truncated"] is True
+
+
+def test_stream_parses_good_lines_and_reports_bad_ones(tiny_export):
+    data = b"set an alarm\n\n\xff\xfebad bytes\ncall mom\r\n   \nweather in Paris"
+    result = CliRunner().invoke(cli, ["parse", "--model", str(tiny_export[0]), "-", "--batch-size", "2"], input=data)
+    assert result.exit_code == 1
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["line"] for r in records] == [1, 2, 3, 4, 5, 6]
+    assert [("error" in r) for r in records] == [False, True, True, False, True, False]
+    assert "invalid UTF-8" in records[2]["error"]
+    assert records[3]["utterance"] == "call mom" and records[3]["logical_form"].startswith("[IN:")
+    assert "3 line(s) could not be parsed" in result.stderr
+
+
+def test_input_file_streams_json_lines(tiny_export, tmp_path):
+    path = tmp_path / "in.txt"
+    path.write_text("set an alarm\ncall mom\n")
+    result = run("--model", str(tiny_export[0]), "--input", str(path))
+    assert result.exit_code == 0
+    assert [json.loads(line)["utterance"] for line in result.output.splitlines()] == ["set an alarm", "call mom"]
+
+
+def test_usage_errors():
+    assert run().exit_code == 2
+    assert "give one UTTERANCE" in run().output
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda d: (d / "manifest.json").unlink(), "manifest.json: missing"),
+        (lambda d: (d / "manifest.json").write_text("{nope"), "manifest.json: corrupt manifest"),
+        (lambda d: (d / "encoder_model.onnx").unlink(), "encoder_model.onnx: missing model file"),
+        (
+            lambda d: (d / "decoder_model.onnx").write_bytes(b"\x00garbage"),
+            "decoder_model.onnx: cannot load ONNX graph",
+        ),
+        (lambda d: (d / "spiece.model").write_bytes(b"junk"), "spiece.model: corrupt sentencepiece model"),
+    ],
+)
+def test_missing_or_corrupt_model_files_are_named(tiny_export, tmp_path, damage, message):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_export[0], model)
+    damage(model)
+    result = run("--model", str(model), "call mom")
+    assert result.exit_code == 1
+    assert message in result.output and "Traceback" not in result.output
+    with pytest.raises(ModelError, match=message.split(":")[0]):
+        Parser.load(model)
+
+
+def test_missing_default_model_says_what_to_do(monkeypatch, tmp_path):
+    from mtop_edge.runtime import parser as parser_module
+
+    monkeypatch.setattr(parser_module, "DEFAULT_MODEL_DIR", tmp_path / "default")
+    result = run("set an alarm")
+    assert result.exit_code == 1 and "no default model is embedded" in result.output and "--model" in result.output
+
+
+def test_cuda_without_a_cuda_build_is_a_clear_error(tiny_export):
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA: the error path cannot be reached")
+    with pytest.raises(DeviceError, match="has no CUDA provider"):
+        Parser.load(tiny_export[0], device="cuda")
+    result = run("--model", str(tiny_export[0]), "--device", "cuda", "call mom")
+    assert result.exit_code == 1 and "onnxruntime-gpu" in result.output
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif("CUDAExecutionProvider" not in ort.get_available_providers(), reason="needs onnxruntime-gpu")
+def test_cuda_runtime_matches_cpu(tiny_export_fp32):
+    utterances = [row["utterance"] for row in EVAL_ROWS[:64]]
+    cpu = Parser.load(tiny_export_fp32[0], constrain=False)
+    cuda = Parser.load(tiny_export_fp32[0], constrain=False, device="cuda")
+    assert cuda.decoder.encoder.get_providers()[0] == "CUDAExecutionProvider"
+    assert [r.logical_form for r in cuda.parse_batch(utterances, strict=False)] == [
+        r.logical_form for r in cpu.parse_batch(utterances, strict=False)
+    ]
+
+
+def test_evaluate_onnx_engine_reports_constrained_and_not(tiny_export):
+    args = [
+        "evaluate",
+        "--engine",
+        "onnx",
+        "--model",
+        str(tiny_export[0]),
+        "--data",
+        str(SAMPLES / "eval_sample.jsonl"),
+        "--limit",
+        "60",
+        "--json",
+    ]
+    constrained = json.loads(CliRunner().invoke(cli, args).output)
+    free = json.loads(CliRunner().invoke(cli, [*args, "--no-constrain"]).output)
+    assert constrained["engine"] == "onnx" and constrained["constrain"] is True and constrained["n"] == 60
+    assert constrained["well_formed"] == 1.0
+    assert free["constrain"] is False and free["well_formed"] < 1.0
