@@ -39,9 +39,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from mtop_edge.cli import data_cmd, evaluate_cmd, export_cmd, parse_cmd, train_cmd
+    from mtop_edge.cli import bench_cmd, data_cmd, evaluate_cmd, export_cmd, parse_cmd, train_cmd
 
-    for module in (parse_cmd, data_cmd, train_cmd, evaluate_cmd, export_cmd):
+    for module in (parse_cmd, data_cmd, train_cmd, evaluate_cmd, export_cmd, bench_cmd):
         cli.add_command(module.command)
 
 

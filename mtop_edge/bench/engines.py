@@ -1,0 +1,168 @@
+"""The engines compared by `mtop-edge bench`, behind one small interface.
+
+Every engine gets the same encoded source ids (tokenization is outside the timing) and returns
+the checkpoint's target ids per row, decoder start and EOS excluded, so outputs can be scored
+and compared. ``forced_steps`` makes every engine decode exactly that many steps (random weights).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+ENGINES = (
+    "mtop-edge-int8",
+    "mtop-edge-fp32",
+    "mtop-edge-int8-unconstrained",
+    "mtop-edge-fp32-unconstrained",
+    "torch-fp32",
+    "optimum-fp32",
+    "optimum-int8",
+    "ctranslate2-int8",
+    "ctranslate2-fp32",
+    "ctranslate2-int8-vmap",
+    "ctranslate2-fp32-vmap",
+)
+
+
+def base_name(engine: str) -> str:
+    """The engine family and precision (``ctranslate2-int8-vmap`` -> ``ctranslate2-int8``)."""
+    return engine.removesuffix("-vmap").removesuffix("-unconstrained")
+
+
+def variant(engine: str) -> str:
+    """What distinguishes an engine from its base: ``vmap``, ``unconstrained`` or ``""``."""
+    return engine[len(base_name(engine)) + 1 :]
+
+
+class Engine:
+    def run(
+        self, sources: Sequence[Sequence[int]], n_words: Sequence[int], forced_steps: int | None
+    ) -> list[list[int]]:
+        raise NotImplementedError
+
+
+def _strip(ids: Sequence[int], start: int, eos: int) -> list[int]:
+    ids = list(ids)
+    if ids and ids[0] == start:
+        ids = ids[1:]
+    return ids[: ids.index(eos)] if eos in ids else ids
+
+
+def _padded(sources: Sequence[Sequence[int]], pad: int):
+    import torch
+
+    width = max(len(s) for s in sources)
+    ids = torch.full((len(sources), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(sources), width), dtype=torch.long)
+    for row, source in enumerate(sources):
+        ids[row, : len(source)] = torch.tensor(source)
+        mask[row, : len(source)] = 1
+    return ids, mask
+
+
+class MtopEdgeEngine(Engine):
+    """The mtop-edge runtime on its own export."""
+
+    def __init__(self, model_dir: Path, *, threads: int, device: str, constrain: bool) -> None:
+        from mtop_edge.runtime import Parser
+
+        self.parser = Parser.load(model_dir, threads=threads, device=device, constrain=constrain)
+
+    def run(self, sources, n_words, forced_steps):
+        decoded = self.parser.decode_ids(sources, n_words, forced_steps=forced_steps)
+        return [self.parser.original_ids(ids) for ids in decoded.ids]
+
+
+class GenerateEngine(Engine):
+    """transformers-style ``generate``: PyTorch on the checkpoint, or optimum's ORTModelForSeq2SeqLM."""
+
+    def __init__(self, model, spec, device: str) -> None:
+        self.model, self.spec, self.device = model, spec, device
+
+    def run(self, sources, n_words, forced_steps):
+        import torch
+
+        ids, mask = _padded(sources, self.spec.pad_id)
+        steps = forced_steps or self.spec.max_target_tokens
+        with torch.inference_mode():
+            out = self.model.generate(
+                input_ids=ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                max_new_tokens=steps,
+                min_new_tokens=forced_steps,
+                num_beams=1,
+                do_sample=False,
+            )
+        start, eos = self.spec.decoder_start_id, self.spec.eos_id
+        if forced_steps:
+            return [row[1:] for row in out.tolist()]
+        return [_strip(row, start, eos) for row in out.tolist()]
+
+
+def torch_engine(checkpoint: Path, spec, *, threads: int, device: str) -> GenerateEngine:
+    import torch
+
+    from mtop_edge.torch_engine import load_checkpoint
+
+    torch.set_num_threads(threads)
+    return GenerateEngine(load_checkpoint(checkpoint).to(device), spec, device)
+
+
+def optimum_engine(model_dir: Path, spec, *, threads: int, device: str) -> GenerateEngine:
+    import onnxruntime as ort
+    from optimum.onnxruntime import ORTModelForSeq2SeqLM
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    provider = "CUDAExecutionProvider" if device == "cuda" else "CPUExecutionProvider"
+    model = ORTModelForSeq2SeqLM.from_pretrained(model_dir, session_options=options, provider=provider)
+    return GenerateEngine(model, spec, device)
+
+
+class CTranslate2Engine(Engine):
+    """CTranslate2's Translator on a converted checkpoint; ``vmap`` restricts the target vocabulary."""
+
+    def __init__(self, model_dir: Path, spec, *, threads: int, device: str, vmap: bool) -> None:
+        import ctranslate2
+
+        self.translator = ctranslate2.Translator(
+            str(model_dir), device=device, intra_threads=threads, inter_threads=1, compute_type="default"
+        )
+        self.vocabulary = json.loads((model_dir / "shared_vocabulary.json").read_text())
+        self.index = {token: i for i, token in enumerate(self.vocabulary)}
+        self.spec, self.vmap = spec, vmap
+
+    def run(self, sources, n_words, forced_steps):
+        tokens = [[self.vocabulary[i] for i in source] for source in sources]
+        steps = forced_steps or self.spec.max_target_tokens
+        results = self.translator.translate_batch(
+            tokens,
+            beam_size=1,
+            max_decoding_length=steps,
+            min_decoding_length=forced_steps or 0,
+            use_vmap=self.vmap,
+            return_end_token=False,
+        )
+        return [[self.index[t] for t in r.hypotheses[0]] for r in results]
+
+
+def load_engine(name: str, artifacts: dict[str, str], spec, *, threads: int, device: str) -> Engine:
+    """Build one engine from the model's artifacts (paths by kind)."""
+    base = base_name(name)
+    if base.startswith("mtop-edge"):
+        precision = base.rsplit("-", 1)[1]
+        return MtopEdgeEngine(
+            Path(artifacts[f"mtop-edge-{precision}"]), threads=threads, device=device, constrain=variant(name) == ""
+        )
+    if base == "torch-fp32":
+        return torch_engine(Path(artifacts["checkpoint"]), spec, threads=threads, device=device)
+    if base.startswith("optimum"):
+        return optimum_engine(Path(artifacts[base]), spec, threads=threads, device=device)
+    if base.startswith("ctranslate2"):
+        return CTranslate2Engine(
+            Path(artifacts[base]), spec, threads=threads, device=device, vmap=variant(name) == "vmap"
+        )
+    raise ValueError(f"unknown engine {name!r}; choose from {', '.join(ENGINES)}")

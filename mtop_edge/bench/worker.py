@@ -1,0 +1,51 @@
+"""A benchmark worker: one engine in its own process, timing what the orchestrator asks it to run.
+
+Its own process gives each engine its own thread settings and an honest peak resident memory.
+Requests and replies are JSON lines on the original stdout; anything the libraries print goes
+to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM: unlike ru_maxrss it is not inherited across exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # pragma: no cover - not Linux
+
+
+def main() -> None:
+    protocol = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    config = json.loads(sys.argv[1])
+    from mtop_edge.bench.engines import load_engine
+    from mtop_edge.spec import PointerSpec
+
+    spec = PointerSpec.load(config["checkpoint"])
+    started = time.perf_counter()  # load time includes importing the engine's libraries, as a user's start does
+    engine = load_engine(
+        config["engine"], config["artifacts"], spec, threads=config["threads"], device=config["device"]
+    )
+    protocol.write(json.dumps({"load_s": time.perf_counter() - started}) + "\n")
+    for line in sys.stdin:
+        request = json.loads(line)
+        if request["op"] == "close":
+            protocol.write(json.dumps({"peak_rss_mb": peak_rss_mb()}) + "\n")
+            return
+        begin = time.perf_counter()
+        outputs = engine.run(request["sources"], request["n_words"], request.get("forced_steps"))
+        seconds = time.perf_counter() - begin
+        protocol.write(json.dumps({"seconds": seconds, "outputs": outputs}) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mtop_edge.bench import BenchOptions, bench_model, run_bench
+from mtop_edge.bench.engines import ENGINES
+from mtop_edge.bench.report import markdown
+from mtop_edge.bench.shapes import build_reference_shape
+from mtop_edge.data import read_examples
+
+from .conftest import SAMPLES
+
+TINY_SHAPE = {
+    "vocab_size": 6000,
+    "d_model": 32,
+    "d_ff": 64,
+    "num_layers": 1,
+    "num_decoder_layers": 1,
+    "num_heads": 2,
+    "d_kv": 16,
+    "feed_forward_proj": "gated-gelu",
+    "tie_word_embeddings": False,
+}
+
+
+def test_suite_runs_every_engine_on_a_trained_model(tiny_model, tmp_path):
+    options = BenchOptions(
+        models=[tiny_model[0]],
+        reference_shape=False,
+        threads=[1],
+        batch_sizes=[1, 4],
+        rows=4,
+        throughput_rows=8,
+        warmup=1,
+        out=tmp_path / "results",
+        work=tmp_path / "work",
+    )
+    result = run_bench(options, log=lambda _: None)
+    rows = result["rows"]
+    assert {r["engine"] + (f"-{r['variant']}" if r["variant"] else "") for r in rows} == set(ENGINES)
+    assert {r["batch_size"] for r in rows} == {1, 4}
+    for row in rows:
+        assert row["model"] == tiny_model[0].name and row["threads"] == 1
+        assert row["p50_ms"] > 0 and row["utterances_per_s"] > 0 and row["size_mb"] > 0 and row["peak_rss_mb"] > 0
+        assert 0 <= row["exact_match"] <= 1
+    # the same weights: the exported fp32 parser and PyTorch agree, so do their scores
+    em = {(r["engine"], r["variant"]): r["exact_match"] for r in rows if r["batch_size"] == 1}
+    assert em[("mtop-edge-fp32", "unconstrained")] == em[("ctranslate2-fp32", "")]
+    saved = json.loads((tmp_path / "results" / f"{result['files']['json'].split('/')[-1]}").read_text())
+    assert saved["machine"]["cores"] and saved["machine"]["versions"]["onnxruntime"]
+    assert {"json", "markdown", "latency", "throughput"} <= set(result["files"])
+    table = markdown(result)
+    assert "| mtop-edge-int8 | 1 |" in table and "1.00x" in table
+
+
+def test_random_weights_force_the_same_number_of_steps(tmp_path):
+    checkpoint = build_reference_shape(tmp_path / "shape", SAMPLES / "train_sample.jsonl", shape=TINY_SHAPE)
+    engines = ["mtop-edge-int8", "mtop-edge-int8-unconstrained", "torch-fp32", "ctranslate2-int8-vmap"]
+    options = BenchOptions(
+        engines=engines,
+        threads=[1],
+        batch_sizes=[1, 2],
+        rows=3,
+        throughput_rows=2,
+        warmup=0,
+        out=tmp_path / "results",
+        work=tmp_path / "work",
+    )
+    rows = bench_model("shape", checkpoint, False, options, read_examples(SAMPLES / "eval_sample.jsonl"), print)
+    # constrained decoding cannot force steps: it is left out on random weights
+    assert {r["engine"] + (f"-{r['variant']}" if r["variant"] else "") for r in rows} == set(engines[1:])
+    forced = {r["forced_steps"] for r in rows}
+    assert len(forced) == 1 and 5 <= forced.pop() <= 20
+    assert all(r["exact_match"] is None for r in rows)
+    # and each engine really decodes exactly that many steps
+    from mtop_edge.bench.artifacts import build_artifacts, needed_kinds
+    from mtop_edge.bench.engines import load_engine
+    from mtop_edge.spec import PointerSpec
+
+    spec = PointerSpec.load(checkpoint)
+    artifacts = build_artifacts(checkpoint, spec, needed_kinds(engines), tmp_path / "work", log=lambda _: None)
+    sources = [[5, 6, 7, 1], [8, 1]]
+    for engine in engines[1:]:
+        outputs = load_engine(engine, artifacts, spec, threads=1, device="cpu").run(sources, [3, 1], 9)
+        assert [len(o) for o in outputs] == [9, 9], engine
+
+
+def test_bench_cli_rejects_bad_settings():
+    from click.testing import CliRunner
+
+    from mtop_edge.cli import cli
+
+    result = CliRunner().invoke(cli, ["bench", "--engines", "mtop-edge-int8,tensorrt"])
+    assert result.exit_code == 2 and "unknown engine(s) tensorrt" in result.output
+    result = CliRunner().invoke(cli, ["bench", "--threads", "one"])
+    assert result.exit_code == 2 and "comma-separated integers" in result.output
+
+
+@pytest.mark.parametrize("values", [[1.0], [3.0, 1.0, 2.0]])
+def test_percentile(values):
+    from mtop_edge.bench import percentile
+
+    assert percentile(values, 0.5) == sorted(values)[len(values) // 2]
