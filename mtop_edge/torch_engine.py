@@ -43,8 +43,8 @@ def greedy_generate(
 ) -> list[list[int]]:
     """Greedy ``generate`` output ids per row (decoder start included, cut after EOS).
 
-    ``target_only`` suppresses every id outside the target vocabulary, which is what a
-    vocabulary-trimmed export computes.
+    ``target_only`` suppresses every id outside the trimmed decoder's vocabulary (decoder start,
+    EOS, PAD and the target symbols), which is what a vocabulary-trimmed export computes.
     """
     import torch
 
@@ -56,7 +56,7 @@ def greedy_generate(
         mask[row, : len(source)] = 1
     kwargs = {}
     if target_only:
-        keep = {*spec.symbol_ids, spec.eos_id}
+        keep = set(spec.decoder_vocabulary())
         vocab_size = model.get_output_embeddings().out_features
         kwargs["suppress_tokens"] = [i for i in range(vocab_size) if i not in keep]
     with torch.inference_mode():

@@ -30,8 +30,13 @@ ENGINES = ("torch", "onnx")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: the library's).")
 @click.option("--constrain/--no-constrain", default=True, help="onnx: grammar-constrained decoding.")
+@click.option(
+    "--label-pairs/--no-label-pairs",
+    default=True,
+    help="onnx: with constraints, allow only intent/slot pairs seen in training.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def command(model_dir, data, engine, limit, batch_size, device, threads, constrain, as_json) -> None:
+def command(model_dir, data, engine, limit, batch_size, device, threads, constrain, label_pairs, as_json) -> None:
     """Greedy-decode every row and report exact match, intent accuracy, slot F1,
     well-formed rate and examples/s."""
     from mtop_edge.data import read_examples
@@ -45,7 +50,7 @@ def command(model_dir, data, engine, limit, batch_size, device, threads, constra
     else:
         from mtop_edge.runtime import Parser
 
-        parser = Parser.load(model_dir, device=device, threads=threads, constrain=constrain)
+        parser = Parser.load(model_dir, device=device, threads=threads, constrain=constrain, label_pairs=label_pairs)
         parse_batch = parser.parse_trees
     result = evaluate(parse_batch, examples, batch_size=batch_size, progress=not as_json)
     report = {
@@ -54,6 +59,7 @@ def command(model_dir, data, engine, limit, batch_size, device, threads, constra
         "data": str(data),
         "device": device,
         "constrain": constrain if engine == "onnx" else None,
+        "label_pairs": label_pairs if engine == "onnx" and constrain else None,
         **result.to_json(),
     }
     if as_json:

@@ -208,6 +208,7 @@ def export_model(
                 rows=options.parity_rows,
                 fp32_dir=fp32,
                 quantized_dir=stage if stage != fp32 else None,
+                trimmed_decoder=keep_decoder is not None,
                 encoder_ids=keep_encoder,
                 threads=threads,
             )

@@ -42,7 +42,13 @@ class Parser:
     """
 
     def __init__(
-        self, manifest: Manifest, decoder: GreedyDecoder, *, constrain: bool = True, max_steps: int | None = None
+        self,
+        manifest: Manifest,
+        decoder: GreedyDecoder,
+        *,
+        constrain: bool = True,
+        label_pairs: bool = True,
+        max_steps: int | None = None,
     ) -> None:
         self.manifest = manifest
         self.spec = manifest.spec
@@ -50,7 +56,7 @@ class Parser:
         self.encoder = SourceEncoder(load_sentencepiece(manifest.directory / SP_MODEL_FILE), self.spec)
         # the grammar works over the trimmed decoder's ids, or over the target columns of an untrimmed one
         columns = manifest.decoder_ids or self.spec.decoder_vocabulary()
-        self.grammar = Grammar(self.spec, columns) if constrain else None
+        self.grammar = Grammar(self.spec, columns, use_pairs=label_pairs) if constrain else None
         self.max_steps = max_steps or self.spec.max_target_tokens
         self._original = None if manifest.decoder_ids is None else np.asarray(manifest.decoder_ids, dtype=np.int64)
         self._encoder_map = None
@@ -67,10 +73,14 @@ class Parser:
         device: str = "cpu",
         threads: int | None = None,
         constrain: bool = True,
+        label_pairs: bool = True,
         max_steps: int | None = None,
         optimization: str = "all",
     ) -> Parser:
         """Load an exported model directory (default: the embedded model).
+
+        ``constrain`` allows only well-formed trees; ``label_pairs`` further allows only the
+        intent/slot pairs seen in training (when the manifest records them).
 
         Raises:
             ModelError: missing or corrupt model files (named).
@@ -78,7 +88,7 @@ class Parser:
         """
         manifest = Manifest.load(model_dir if model_dir is not None else default_model_dir())
         decoder = GreedyDecoder(manifest, device=device, threads=threads, optimization=optimization)
-        return cls(manifest, decoder, constrain=constrain, max_steps=max_steps)
+        return cls(manifest, decoder, constrain=constrain, label_pairs=label_pairs, max_steps=max_steps)
 
     def parse(self, utterance: str, *, truncate: bool = False) -> ParseResult:
         """Parse one utterance.
