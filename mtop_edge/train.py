@@ -273,6 +273,7 @@ def _callbacks(out: Path, log_path: Path):
 
 def _trainer_class():
     import torch
+    from torch.utils.data import SequentialSampler
     from transformers import Seq2SeqTrainer
 
     class PointerTrainer(Seq2SeqTrainer):
@@ -282,6 +283,11 @@ def _trainer_class():
         figures are exact under any number of processes (rows that could not be encoded, e.g.
         with labels unseen in training, count as misses).
         """
+
+        def _get_eval_sampler(self, eval_dataset):
+            # group_by_length would shuffle eval batches too, and the eval loss (a mean of batch
+            # means) would then change from one evaluation of the same weights to the next
+            return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
 
         def setup_exact_match(self, spec: PointerSpec, rows: list, total: int) -> None:
             self.pointer_spec, self.em_rows, self.em_total = spec, rows, total

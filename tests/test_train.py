@@ -38,6 +38,11 @@ def test_tiny_recipe_trains_and_its_loss_falls(tiny_model):
     assert len(losses) >= 4
     assert losses[-1] < 0.5 * losses[0]
     assert summary["global_step"] == 240
+    # evaluating the same weights again gives the same figures (the eval order is fixed)
+    best_step = int(summary["best_checkpoint"].rsplit("-", 1)[1])
+    logged = next(r for r in log_lines(out) if r["step"] == best_step and "eval_loss" in r)
+    assert logged["eval_loss"] == pytest.approx(summary["eval"]["loss"], abs=1e-6)
+    assert logged["eval_exact_match"] == summary["eval"]["exact_match"]
     # a Hugging Face checkpoint plus what decoding needs
     from transformers import AutoModelForSeq2SeqLM
 
