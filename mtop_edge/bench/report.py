@@ -141,6 +141,7 @@ def plots(result: dict, stem: Path) -> list[Path]:
             if r["model"] == model:
                 key = _label(r)
                 series[key][r["batch_size"]] = max(series[key].get(r["batch_size"], 0), r["utterances_per_s"])
+        ax.set_prop_cycle(color=plt.cm.tab20.colors)  # 11 engines: more colors than the default cycle
         for label, points in sorted(series.items()):
             sizes = sorted(points)
             ax.plot(sizes, [points[b] for b in sizes], marker="o", label=label)

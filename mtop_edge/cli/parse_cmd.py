@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from mtop_edge.errors import InputError
+from mtop_edge.errors import InputError, MtopEdgeError
 
 
 @click.command("parse", context_settings={"show_default": True})
@@ -55,8 +55,8 @@ def command(utterance, input_file, model_dir, device, threads, as_json, batch_si
             click.echo(json.dumps(result.to_json(), ensure_ascii=False))
         elif result.ok:
             click.echo(result.logical_form + ("  (truncated)" if result.truncated else ""))
-        else:
-            raise InputError(result.error)
+        else:  # only possible with --no-constrain: the model's output was not a tree
+            raise MtopEdgeError(result.error)
         return
     failures = _stream(parser, input_file, batch_size, truncate)
     if failures:
