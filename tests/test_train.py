@@ -142,3 +142,34 @@ def test_two_cpu_processes_train_together(tmp_path):
     assert ranks[0]["first_batch_ids"] != ranks[1]["first_batch_ids"]  # each rank saw its own shard
     assert "world size 2" in result.stdout
     assert (out / "model.safetensors").is_file()
+
+
+def test_fine_tuning_starts_from_a_local_checkpoint(tiny_model, tmp_path):
+    """The reference recipe's path (init = hub id or local checkpoint), here with a local directory."""
+    from mtop_edge.train import train
+
+    recipe = Recipe.load(
+        ROOT / "training" / "mt5-small.toml",
+        init=str(tiny_model[0]),
+        max_steps=4,
+        per_device_batch_size=8,
+        gradient_accumulation_steps=2,
+        eval_steps=4,
+        eval_holdout=20,
+        logging_steps=2,
+        device="cpu",
+    )
+    summary = train(recipe, SAMPLES / "train_sample.jsonl", tmp_path / "tuned")
+    assert summary["global_step"] == 4
+    base, tuned = PointerSpec.load(tiny_model[0]), PointerSpec.load(tmp_path / "tuned")
+    assert not tuned.markers
+    # symbols the checkpoint's tokenizer already had keep their ids; new ones are appended after them
+    base_ids = dict(zip(base.symbols, base.symbol_ids, strict=True))
+    shared = [s for s in tuned.symbols if s in base_ids]
+    assert shared and all(tuned.symbol_ids[tuned.symbols.index(s)] == base_ids[s] for s in shared)
+    assert all(
+        i > max(base.symbol_ids) for s, i in zip(tuned.symbols, tuned.symbol_ids, strict=True) if s not in base_ids
+    )
+    from transformers import AutoModelForSeq2SeqLM
+
+    AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "tuned")
