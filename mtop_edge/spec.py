@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mtop_edge.errors import ModelError
+from mtop_edge.errors import FormError, ModelError
 from mtop_edge.forms import Intent
 from mtop_edge.pointer import Word, from_pointer_tokens
 from mtop_edge.vocab import TargetVocab
@@ -82,6 +82,13 @@ class PointerSpec:
                 continue
             tokens.append(self._symbol_of_id.get(int(token_id), f"<id {token_id}>"))
         return from_pointer_tokens(tokens, utterance, words)
+
+    def try_decode(self, ids: Sequence[int], utterance: str, words: Sequence[Word]) -> Intent | None:
+        """Like decode, but None where the ids are not a well-formed tree (what metrics score as a miss)."""
+        try:
+            return self.decode(ids, utterance, words)
+        except FormError:
+            return None
 
     def to_json(self) -> dict:
         return {

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from mtop_edge.errors import DeviceError, FormError, InputError, ModelError, require
+from mtop_edge.errors import DeviceError, InputError, ModelError, require
 from mtop_edge.forms import Intent
 from mtop_edge.source import SourceEncoder, load_sentencepiece
 from mtop_edge.spec import SP_MODEL_FILE, PointerSpec
@@ -56,9 +56,10 @@ def greedy_generate(
         mask[row, : len(source)] = 1
     kwargs = {}
     if target_only:
-        keep = set(spec.decoder_vocabulary())
+        import numpy as np
+
         vocab_size = model.get_output_embeddings().out_features
-        kwargs["suppress_tokens"] = [i for i in range(vocab_size) if i not in keep]
+        kwargs["suppress_tokens"] = np.setdiff1d(np.arange(vocab_size), spec.decoder_vocabulary()).tolist()
     with torch.inference_mode():
         out = model.generate(
             input_ids=ids.to(device),
@@ -112,8 +113,5 @@ class TorchParser:
             if entry is None:
                 trees.append(None)
                 continue
-            try:
-                trees.append(self.spec.decode(next(outputs), entry[0], entry[1]))
-            except FormError:
-                trees.append(None)
+            trees.append(self.spec.try_decode(next(outputs), entry[0], entry[1]))
         return trees

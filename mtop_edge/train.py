@@ -20,7 +20,7 @@ from pathlib import Path
 from mtop_edge.augment import swap_slot_values
 from mtop_edge.data import Example, read_examples
 from mtop_edge.datacheck import pointer_round_trip
-from mtop_edge.errors import DataError, DeviceError, FormError, MtopEdgeError, require
+from mtop_edge.errors import DataError, DeviceError, MtopEdgeError, require
 from mtop_edge.forms import same_parse
 from mtop_edge.pointer import split_words
 from mtop_edge.recipe import SCRATCH, Recipe
@@ -211,11 +211,8 @@ def exact_match(
         for ids, (example, words, _) in zip(
             greedy_generate(model, [r[2] for r in batch], spec, device=device), batch, strict=True
         ):
-            try:
-                tree = spec.decode(ids, example.utterance, words)
-            except FormError:
-                continue
-            well_formed += 1
+            tree = spec.try_decode(ids, example.utterance, words)
+            well_formed += tree is not None
             hits += same_parse(tree, example.tree)
     return hits, well_formed
 

@@ -20,7 +20,7 @@ from mtop_edge.bench.artifacts import build_artifacts, needed_kinds, size_on_dis
 from mtop_edge.bench.engines import ENGINES, base_name, variant
 from mtop_edge.data import Example, read_examples
 from mtop_edge.errors import InputError, MtopEdgeError, require
-from mtop_edge.forms import FormError, same_parse
+from mtop_edge.forms import same_parse
 from mtop_edge.pointer import split_words, to_pointer_tokens
 from mtop_edge.source import SourceEncoder, load_sentencepiece
 from mtop_edge.spec import SP_MODEL_FILE, PointerSpec
@@ -107,36 +107,26 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def machine_info() -> dict:
+    """CPU model, cores, vector extensions and library versions, recorded with every run."""
+    import os
     import platform
 
-    info = {"platform": platform.platform(), "python": platform.python_version(), "cores": None, "cpu": None}
-    import os
-
-    info["cores"] = os.cpu_count()
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-        info["cpu"] = next(
-            line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")
-        )
-        flags = next(line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags"))
-        info["cpu_flags"] = sorted(f for f in flags if f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8"))
-    except (OSError, StopIteration):
-        pass
-    versions = {}
-    for module in ("onnxruntime", "numpy", "torch", "transformers", "optimum", "ctranslate2", "sentencepiece"):
-        try:
-            versions[module] = __import__(module).__version__
-        except (ImportError, AttributeError):
-            versions[module] = None
-    try:
-        import optimum.version
-
-        versions["optimum"] = optimum.version.__version__
-    except ImportError:
-        pass
     from mtop_edge import __version__
 
-    versions["mtop_edge"] = __version__
+    info: dict = {"platform": platform.platform(), "python": platform.python_version(), "cores": os.cpu_count()}
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        info["cpu"] = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+        flags = next(line.split(":", 1)[1].split() for line in lines if line.startswith("flags"))
+        info["cpu_flags"] = sorted(f for f in flags if f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8"))
+    except (OSError, StopIteration):
+        info["cpu"] = platform.processor() or None
+    versions = {"mtop_edge": __version__}
+    for module in ("onnxruntime", "numpy", "torch", "transformers", "optimum.version", "ctranslate2", "sentencepiece"):
+        try:
+            versions[module.split(".")[0]] = __import__(module, fromlist=["_"]).__version__
+        except (ImportError, AttributeError):
+            versions[module.split(".")[0]] = None
     info["versions"] = versions
     return info
 
@@ -174,13 +164,10 @@ def prepare_inputs(
 
 
 def exact_match(spec: PointerSpec, inputs: Inputs, outputs: Sequence[Sequence[int]]) -> float:
-    hits = 0
-    for example, ids in zip(inputs.examples, outputs, strict=True):
-        try:
-            tree = spec.decode(ids, example.utterance, split_words(example.utterance))
-        except FormError:
-            continue
-        hits += same_parse(tree, example.tree)
+    hits = sum(
+        same_parse(spec.try_decode(ids, e.utterance, split_words(e.utterance)), e.tree)
+        for e, ids in zip(inputs.examples, outputs, strict=True)
+    )
     return hits / len(inputs.examples)
 
 

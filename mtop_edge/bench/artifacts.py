@@ -22,7 +22,7 @@ DONE = ".complete"
 def needed_kinds(engines: list[str]) -> list[str]:
     from mtop_edge.bench.engines import base_name
 
-    kinds = {base_name(e).replace("-unconstrained", "") for e in engines} - {"torch-fp32"}
+    kinds = {base_name(e) for e in engines} - {"torch-fp32"}
     if "optimum-int8" in kinds:
         kinds.add("optimum-fp32")
     return [k for k in KINDS if k in kinds]

@@ -43,25 +43,6 @@ class Engine:
         raise NotImplementedError
 
 
-def _strip(ids: Sequence[int], start: int, eos: int) -> list[int]:
-    ids = list(ids)
-    if ids and ids[0] == start:
-        ids = ids[1:]
-    return ids[: ids.index(eos)] if eos in ids else ids
-
-
-def _padded(sources: Sequence[Sequence[int]], pad: int):
-    import torch
-
-    width = max(len(s) for s in sources)
-    ids = torch.full((len(sources), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(sources), width), dtype=torch.long)
-    for row, source in enumerate(sources):
-        ids[row, : len(source)] = torch.tensor(source)
-        mask[row, : len(source)] = 1
-    return ids, mask
-
-
 class MtopEdgeEngine(Engine):
     """The mtop-edge runtime on its own export."""
 
@@ -82,23 +63,18 @@ class GenerateEngine(Engine):
         self.model, self.spec, self.device = model, spec, device
 
     def run(self, sources, n_words, forced_steps):
-        import torch
+        from mtop_edge.torch_engine import greedy_generate
 
-        ids, mask = _padded(sources, self.spec.pad_id)
-        steps = forced_steps or self.spec.max_target_tokens
-        with torch.inference_mode():
-            out = self.model.generate(
-                input_ids=ids.to(self.device),
-                attention_mask=mask.to(self.device),
-                max_new_tokens=steps,
-                min_new_tokens=forced_steps,
-                num_beams=1,
-                do_sample=False,
-            )
-        start, eos = self.spec.decoder_start_id, self.spec.eos_id
-        if forced_steps:
-            return [row[1:] for row in out.tolist()]
-        return [_strip(row, start, eos) for row in out.tolist()]
+        rows = greedy_generate(
+            self.model,
+            sources,
+            self.spec,
+            device=self.device,
+            max_new_tokens=forced_steps or self.spec.max_target_tokens,
+            min_new_tokens=forced_steps,
+        )
+        eos = self.spec.eos_id  # rows start with the decoder start and end with EOS where one came
+        return [row[1:-1] if len(row) > 1 and row[-1] == eos else row[1:] for row in rows]
 
 
 def torch_engine(checkpoint: Path, spec, *, threads: int, device: str) -> GenerateEngine:

@@ -41,11 +41,19 @@ def _batched(function, items: Sequence, size: int = BATCH) -> list:
     return out
 
 
-def _onnx_ids(model_dir: Path, rows, *, threads: int | None) -> list[list[int]]:
-    """Unconstrained runtime output per row, as checkpoint ids."""
+def _parsers(model_dir: Path, *, threads: int | None):
+    """An unconstrained and a constrained parser over one set of sessions (a directory loads once)."""
+    from mtop_edge.manifest import Manifest
     from mtop_edge.runtime import Parser
+    from mtop_edge.runtime.decoder import GreedyDecoder
 
-    parser = Parser.load(model_dir, constrain=False, threads=threads)
+    manifest = Manifest.load(model_dir)
+    decoder = GreedyDecoder(manifest, threads=threads)
+    return Parser(manifest, decoder, constrain=False), Parser(manifest, decoder)
+
+
+def _onnx_ids(parser, rows) -> list[list[int]]:
+    """Unconstrained runtime output per row, as checkpoint ids (EOS kept where reached)."""
 
     def run(chunk):
         decoded = parser.decode_ids([r[2] for r in chunk], [len(r[1]) for r in chunk])
@@ -57,10 +65,7 @@ def _onnx_ids(model_dir: Path, rows, *, threads: int | None) -> list[list[int]]:
     return _batched(run, rows)
 
 
-def _onnx_exact_match(model_dir: Path, rows, *, threads: int | None) -> float:
-    from mtop_edge.runtime import Parser
-
-    parser = Parser.load(model_dir, threads=threads)
+def _exact_match(parser, rows) -> float:
     trees = _batched(lambda chunk: parser.parse_trees([r[0].utterance for r in chunk]), rows)
     return sum(same_parse(t, r[0].tree) for t, r in zip(trees, rows, strict=True)) / len(rows)
 
@@ -103,17 +108,13 @@ def check(
         torch_ids = [strip(i) for i in _batched(lambda c: greedy_generate(model, c, spec, target_only=True), sources)]
     else:
         torch_ids = free_ids
-    fp32_ids = _onnx_ids(fp32_dir, selected, threads=threads)
+    fp32_free, fp32_constrained = _parsers(fp32_dir, threads=threads)
+    fp32_ids = _onnx_ids(fp32_free, selected)
     identical = sum(a == b for a, b in zip(torch_ids, fp32_ids, strict=True))
 
-    def torch_tree(ids, row):
-        try:
-            return spec.decode(ids, row[0].utterance, row[1])
-        except ValueError:
-            return None
-
     torch_em = sum(
-        same_parse(torch_tree(ids, row), row[0].tree) for ids, row in zip(torch_ids, selected, strict=True)
+        same_parse(spec.try_decode(ids, row[0].utterance, row[1]), row[0].tree)
+        for ids, row in zip(torch_ids, selected, strict=True)
     ) / len(selected)
     report = {
         "rows": len(selected),
@@ -121,7 +122,7 @@ def check(
         "fp32_identical_share": identical / len(selected),
         "torch_rows_with_non_target_tokens": outside,
         "torch_exact_match": torch_em,
-        "fp32_exact_match": _onnx_exact_match(fp32_dir, selected, threads=threads),
+        "fp32_exact_match": _exact_match(fp32_constrained, selected),
     }
     if identical != len(selected):
         row = next(i for i, (a, b) in enumerate(zip(torch_ids, fp32_ids, strict=True)) if a != b)
@@ -130,9 +131,10 @@ def check(
             f"first difference on {selected[row][0].utterance!r}: torch {torch_ids[row]} vs onnx {fp32_ids[row]}"
         )
     if quantized_dir is not None:
-        quantized_ids = _onnx_ids(quantized_dir, selected, threads=threads)
+        quantized_free, quantized_constrained = _parsers(quantized_dir, threads=threads)
+        quantized_ids = _onnx_ids(quantized_free, selected)
         same = sum(a == b for a, b in zip(fp32_ids, quantized_ids, strict=True))
         report["quantized_identical_to_fp32"] = same
         report["quantized_identical_share"] = same / len(selected)
-        report["quantized_exact_match"] = _onnx_exact_match(quantized_dir, selected, threads=threads)
+        report["quantized_exact_match"] = _exact_match(quantized_constrained, selected)
     return report

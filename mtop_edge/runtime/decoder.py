@@ -63,8 +63,8 @@ class GreedyDecoder:
             )
             self.columns = None
 
-    def _empty_past(self, batch: int, dtype=np.float32) -> np.ndarray:
-        return np.zeros((batch, self.arch.num_heads, 0, self.arch.d_kv), dtype=dtype)
+    def _empty_past(self, batch: int) -> np.ndarray:
+        return np.zeros((batch, self.arch.num_heads, 0, self.arch.d_kv), dtype=np.float32)
 
     def decode(
         self,
