@@ -14,11 +14,30 @@ from mtop_edge.errors import ModelError
 from mtop_edge.spec import SP_MODEL_FILE, PointerSpec
 
 MANIFEST_FILE = "manifest.json"
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "models" / "default"  # the embedded model (package data)
 MANIFEST_VERSION = 1
 ENCODER = "encoder_model.onnx"
 DECODER = "decoder_model.onnx"
 DECODER_WITH_PAST = "decoder_with_past_model.onnx"
 DECODER_MERGED = "decoder_model_merged.onnx"
+WEIGHTS_FILE = "weights.bin"  # written by export/shared_weights.py when weights are stored once
+
+
+def record_evaluation(directory: str | Path, name: str, figures: dict) -> None:
+    """Store evaluation figures in a model directory's manifest under ``evaluation[name]`` (atomic replace)."""
+    path = Path(directory) / MANIFEST_FILE
+    raw = Manifest.load(directory).raw
+    raw.setdefault("evaluation", {})[name] = figures
+    scratch = path.with_suffix(".json.tmp")
+    scratch.write_text(json.dumps(raw, indent=1) + "\n")
+    scratch.replace(path)
+
+
+def model_id(raw: dict) -> str:
+    """``name@hash`` from a raw manifest: what a user quotes to say which model answered."""
+    source = raw.get("source") or {}
+    name = raw.get("name") or Path(str(source.get("checkpoint", "unnamed"))).name
+    return f"{name}@{str(source.get('sha256', ''))[:12] or 'unknown'}"
 
 
 @dataclass(frozen=True)
@@ -57,9 +76,15 @@ class Manifest:
     raw: dict
 
     @property
+    def model_id(self) -> str:
+        """``name@hash``: the model's name and the first 12 hex digits of its checkpoint's sha256."""
+        return model_id(self.raw)
+
+    @property
     def files(self) -> list[str]:
         graphs = [ENCODER, DECODER_MERGED] if self.merged else [ENCODER, DECODER, DECODER_WITH_PAST]
-        return [*graphs, SP_MODEL_FILE]
+        shared = [WEIGHTS_FILE] if self.raw.get("shared_weights") else []
+        return [*graphs, *shared, SP_MODEL_FILE]
 
     @classmethod
     def load(cls, directory: str | Path) -> Manifest:

@@ -44,6 +44,7 @@ def test_fp32_export_is_exactly_the_pytorch_parser(tiny_export_fp32):
             "generation_config.json",
             "manifest.json",
             "spiece.model",
+            "weights.bin",
         ]
     )
     loaded = Manifest.load(out)
@@ -77,7 +78,7 @@ def test_trimming_and_merging_keep_outputs_identical(tiny_model, tiny_export_fp3
     # constrained decoding over an untrimmed decoder looks at the same target columns
     trees = Parser.load(trimmed_dir).parse_trees(UTTERANCES)
     assert Parser.load(tmp_path / "untrimmed").parse_trees(UTTERANCES) == trees
-    assert untrimmed["sizes"]["decoder_model.onnx"] > _size(trimmed_dir / "decoder_model.onnx")
+    assert untrimmed["total_bytes"] > Manifest.load(trimmed_dir).raw["total_bytes"]
 
 
 def _size(path):
@@ -97,6 +98,15 @@ def test_fp16_export_runs_and_reports_agreement(tiny_model, tmp_path):
     assert manifest["quantization"] == "fp16"
     assert manifest["quantization_details"]["blocked_nodes"] > 0
     assert manifest["parity"]["quantized_identical_share"] > 0.8
+    # the RMS norm's squares reach its mean in fp32: no fp16 round trip between the two kept ops
+    # (one overflowed to inf and zeroed every logit of the default model)
+    import onnx
+
+    for name in ("encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx"):
+        graph = onnx.load(str(tmp_path / "fp16" / name), load_external_data=False).graph
+        producer = {output: node for node in graph.node for output in node.output}
+        means = [node for node in graph.node if node.op_type == "ReduceMean"]
+        assert means and all(producer[node.input[0]].op_type == "Pow" for node in means), name
     assert Parser.load(tmp_path / "fp16").parse("call mom").ok
 
 
@@ -186,3 +196,26 @@ def test_export_cli_writes_and_reports(tiny_model, tmp_path):
     assert manifest["profile"] == "test" and manifest["quantization"] == "none"  # the flag beat the profile
     assert manifest["parity"]["rows"] == 20
     assert np.isclose(sum(manifest["sizes"].values()), manifest["total_bytes"])
+
+
+def test_shared_weights_store_each_weight_once_and_change_no_output(tiny_model, tiny_export_fp32, tmp_path):
+    shared_dir, shared = tiny_export_fp32  # the default layout shares weights
+    separate = export_tiny(tiny_model, tmp_path / "separate", quantize="none", share_weights=False, parity_rows=0)
+    assert shared["shared_weights"]["shared_tensors"] > 0 and (shared_dir / "weights.bin").is_file()
+    assert "weights.bin" not in separate["sizes"]
+    # the two decoders' weights are stored once: well under the separate files' total
+    assert shared["total_bytes"] < 0.8 * separate["total_bytes"]
+    assert unconstrained_ids(shared_dir, UTTERANCES) == unconstrained_ids(tmp_path / "separate", UTTERANCES)
+    # optimum reads the layout too (its sessions resolve the shared external data)
+    from optimum.onnxruntime import ORTModelForSeq2SeqLM
+
+    model = ORTModelForSeq2SeqLM.from_pretrained(shared_dir)
+    assert model.encoder.session.get_inputs()[0].name == "input_ids"
+
+
+def test_missing_shared_weights_file_is_named(tiny_export, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_export[0], broken)
+    (broken / "weights.bin").unlink()
+    with pytest.raises(ModelError, match=r"weights\.bin"):
+        Parser.load(broken)

@@ -37,10 +37,13 @@ from mtop_edge.export.options import CHOICES, HELP, ExportOptions
     "without source_vocab.json.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing model directory.")
+@click.option("--model-name", help="The model's name in the manifest [default: the checkpoint directory's name].")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for the parity check.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON at the end.")
 @config_overrides(ExportOptions, HELP, skip=("quantize",))
-def command(checkpoint, out, profile, quantize, data, trim_input_data, overwrite, threads, as_json, **overrides):
+def command(
+    checkpoint, out, profile, quantize, data, trim_input_data, overwrite, model_name, threads, as_json, **overrides
+):
     """Export a checkpoint to trimmed, quantized ONNX with cached past key/values.
 
     Writes encoder_model.onnx, decoder_model.onnx and decoder_with_past_model.onnx (or
@@ -59,6 +62,7 @@ def command(checkpoint, out, profile, quantize, data, trim_input_data, overwrite
         trim_input_data=trim_input_data,
         overwrite=overwrite,
         threads=threads,
+        name=model_name,
         log=log,
     )
     if as_json:

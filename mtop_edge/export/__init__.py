@@ -19,8 +19,9 @@ from mtop_edge.data import read_examples
 from mtop_edge.errors import ModelError, MtopEdgeError, require
 from mtop_edge.export import graphs, parity
 from mtop_edge.export.options import ExportOptions
+from mtop_edge.export.shared_weights import share_weights
 from mtop_edge.export.trim import decoder_ids, encoder_ids, trimmed
-from mtop_edge.manifest import MANIFEST_FILE, MANIFEST_VERSION, Manifest
+from mtop_edge.manifest import MANIFEST_FILE, MANIFEST_VERSION, WEIGHTS_FILE, Manifest
 from mtop_edge.source import SourceEncoder, load_sentencepiece
 from mtop_edge.spec import SP_MODEL_FILE, PointerSpec
 
@@ -50,13 +51,15 @@ def resolve_checkpoint(name: str) -> Path:
 
 
 def checkpoint_hash(directory: Path) -> str:
-    """sha256 over the checkpoint's weight files, in name order."""
-    digest = hashlib.sha256()
+    """sha256 of the checkpoint's weights: of the one weight file (what `sha256sum` prints), or for a
+    sharded checkpoint over its files in name order, each preceded by its name."""
     files = sorted({p for pattern in WEIGHT_PATTERNS for p in directory.glob(pattern)})
     if not files:
         raise ModelError(f"{directory}: no weight file (model.safetensors or pytorch_model.bin)")
+    digest = hashlib.sha256()
     for path in files:
-        digest.update(path.name.encode())
+        if len(files) > 1:
+            digest.update(path.name.encode())
         with path.open("rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
@@ -111,7 +114,9 @@ def _versions() -> dict:
 
 def _write_support(directory: Path, manifest: dict, sp_path: Path) -> None:
     shutil.copyfile(sp_path, directory / SP_MODEL_FILE)
-    manifest["sizes"] = {p.name: p.stat().st_size for p in sorted(directory.iterdir()) if p.suffix == ".onnx"}
+    manifest["sizes"] = {
+        p.name: p.stat().st_size for p in sorted(directory.iterdir()) if p.suffix == ".onnx" or p.name == WEIGHTS_FILE
+    }
     manifest["sizes"][SP_MODEL_FILE] = (directory / SP_MODEL_FILE).stat().st_size
     manifest["total_bytes"] = sum(manifest["sizes"].values())
     (directory / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n")
@@ -127,9 +132,13 @@ def export_model(
     trim_input_data: str | Path | None = None,
     overwrite: bool = False,
     threads: int | None = None,
+    name: str | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Export a checkpoint into the model directory ``out``; returns its manifest.
+
+    ``name`` is the model's name in the manifest (default: the checkpoint directory's name); with
+    the checkpoint's hash it says which model answered (``name@hash``).
 
     Raises:
         MtopEdgeError: ``out`` exists without ``overwrite``; ModelError: a missing or corrupt
@@ -158,6 +167,7 @@ def export_model(
     encoder_vocab = len(keep_encoder) if keep_encoder else model.get_input_embeddings().num_embeddings
     manifest = {
         "format_version": MANIFEST_VERSION,
+        "name": name or Path(str(checkpoint).rstrip("/")).name,
         "profile": options.name,
         "options": {k: v for k, v in vars(options).items() if k != "name"},
         "architecture": _architecture(config, decoder_vocab, encoder_vocab),
@@ -192,11 +202,17 @@ def export_model(
                 details = graphs.quantize_int8(fp32, stage, files, options)
             else:
                 details = graphs.convert_fp16(fp32, stage, files)
-            for name in OPTIMUM_CONFIGS:
-                shutil.copyfile(fp32 / name, stage / name)
+            for config_file in OPTIMUM_CONFIGS:
+                shutil.copyfile(fp32 / config_file, stage / config_file)
             manifest = {**manifest, "quantization": options.quantize, "quantization_details": details}
         if options.optimize != "none":
             graphs.optimize_offline(stage, files, options.optimize)
+        if options.share_weights:
+            manifest["shared_weights"] = share_weights(stage, files)
+            log(
+                f"shared weights: {manifest['shared_weights']['bytes_before'] / 1e6:.2f} MB -> "
+                f"{manifest['shared_weights']['bytes_after'] / 1e6:.2f} MB"
+            )
         _write_support(stage, manifest, sp_path)
         if options.parity_rows > 0:
             log(f"checking parity on {options.parity_rows} rows of {data or SAMPLE}")

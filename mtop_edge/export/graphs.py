@@ -13,8 +13,12 @@ from mtop_edge.export.options import ExportOptions
 from mtop_edge.manifest import DECODER, DECODER_MERGED, DECODER_WITH_PAST, ENCODER
 
 # T5's feed-forward output and its RMS norms overflow in fp16 (activations pass 65504); keep them fp32.
+# The RMS norms' math ops are kept (their epsilon Add too: the mean of squares overflows first), and the
+# fp32 -> fp16 -> fp32 Cast pairs the converter puts between two kept nodes are removed afterwards:
+# the squares of a residual stream above 256 would overflow in that round trip (measured on the
+# default model: all-zero logits before this).
 FP16_BLOCKED_OPS = ["Pow", "ReduceMean", "Sqrt", "Reciprocal", "Div", "Softmax"]
-FP16_BLOCKED_NODE_PATTERN = "DenseReluDense/wo"
+FP16_BLOCKED_NODE_PATTERNS = ("DenseReluDense/wo", "layer_norm/Add")
 
 
 @contextlib.contextmanager
@@ -101,17 +105,22 @@ def convert_fp16(source: Path, target: Path, files: list[str]) -> dict:
     """fp16 weights and math for CUDA, with overflow-prone nodes kept in fp32 and fp32 inputs/outputs."""
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.onnx_model import OnnxModel
 
     blocked_nodes: list[str] = []
     for name in files:
         model = onnx.load(str(source / name))
-        nodes = [n.name for n in _all_nodes(model.graph) if FP16_BLOCKED_NODE_PATTERN in n.name]
+        nodes = [n.name for n in _all_nodes(model.graph) if any(p in n.name for p in FP16_BLOCKED_NODE_PATTERNS)]
         blocked_nodes.extend(nodes)
         with _quiet():
-            converted = convert_float_to_float16(
-                model, keep_io_types=True, op_block_list=FP16_BLOCKED_OPS, node_block_list=nodes
+            converted = OnnxModel(
+                convert_float_to_float16(
+                    model, keep_io_types=True, op_block_list=FP16_BLOCKED_OPS, node_block_list=nodes
+                )
             )
-        onnx.save(converted, str(target / name))
+            converted.remove_cascaded_cast_nodes()
+            converted.remove_useless_cast_nodes()
+        onnx.save(converted.model, str(target / name))
     return {"blocked_op_types": FP16_BLOCKED_OPS, "blocked_nodes": len(blocked_nodes), "io_types": "float32"}
 
 
