@@ -36,7 +36,13 @@ ENGINES = ("torch", "onnx")
     help="onnx: with constraints, allow only intent/slot pairs seen in training.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def command(model_dir, data, engine, limit, batch_size, device, threads, constrain, label_pairs, as_json) -> None:
+@click.option(
+    "--record",
+    metavar="NAME",
+    help="onnx: also store the figures in the model's manifest under evaluation.NAME (what its card and "
+    "the shipped-model test quote).",
+)
+def command(model_dir, data, engine, limit, batch_size, device, threads, constrain, label_pairs, as_json, record):
     """Greedy-decode every row and report exact match, intent accuracy, slot F1,
     well-formed rate and examples/s."""
     from mtop_edge.data import read_examples
@@ -62,6 +68,14 @@ def command(model_dir, data, engine, limit, batch_size, device, threads, constra
         "label_pairs": label_pairs if engine == "onnx" and constrain else None,
         **result.to_json(),
     }
+    if record:
+        if engine != "onnx":
+            raise click.UsageError("--record needs --engine onnx (it writes into an exported model's manifest)")
+        from mtop_edge.manifest import record_evaluation
+
+        record_evaluation(
+            model_dir, record, {k: v for k, v in report.items() if k not in ("model", "examples_per_s", "seconds")}
+        )
     if as_json:
         click.echo(json.dumps(report))
         return

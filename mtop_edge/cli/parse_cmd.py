@@ -27,7 +27,12 @@ from mtop_edge.errors import InputError, MtopEdgeError
 )
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads [default: onnxruntime's].")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (utterance, logical_form, intent, slots).")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON object (utterance, logical_form, intent, slots, model: name@hash of the model that answered).",
+)
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, help="Utterances decoded together (streams).")
 @click.option("--constrain/--no-constrain", default=True, help="Grammar-constrained decoding (always well-formed).")
 @click.option("--truncate", is_flag=True, help="Parse only the first words the model can point to (flagged).")
@@ -52,7 +57,7 @@ def command(utterance, input_file, model_dir, device, threads, as_json, batch_si
     if utterance is not None:
         result = parser.parse(utterance, truncate=truncate)
         if as_json:
-            click.echo(json.dumps(result.to_json(), ensure_ascii=False))
+            click.echo(json.dumps({**result.to_json(), "model": parser.manifest.model_id}, ensure_ascii=False))
         elif result.ok:
             click.echo(result.logical_form + ("  (truncated)" if result.truncated else ""))
         else:  # only possible with --no-constrain: the model's output was not a tree
@@ -78,7 +83,7 @@ def _stream(parser, handle, batch_size: int, truncate: bool) -> int:
                 record = {"line": number, "utterance": text, "error": error}
             else:
                 result = next(results)
-                record = {"line": number, **result.to_json()}
+                record = {"line": number, **result.to_json(), "model": parser.manifest.model_id}
             failures += "error" in record
             click.echo(json.dumps(record, ensure_ascii=False))
         pending.clear()

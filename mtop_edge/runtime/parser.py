@@ -9,15 +9,13 @@ import numpy as np
 
 from mtop_edge.errors import FormError, InputError, ModelError
 from mtop_edge.forms import Intent
-from mtop_edge.manifest import Manifest
+from mtop_edge.manifest import DEFAULT_MODEL_DIR, Manifest
 from mtop_edge.pointer import Word
 from mtop_edge.runtime.decoder import Decoded, GreedyDecoder
 from mtop_edge.runtime.grammar import Grammar
 from mtop_edge.runtime.results import ParseResult
 from mtop_edge.source import SourceEncoder, load_sentencepiece
 from mtop_edge.spec import SP_MODEL_FILE
-
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "default"
 
 
 def default_model_dir() -> Path:
