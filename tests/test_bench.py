@@ -26,8 +26,12 @@ TINY_SHAPE = {
 
 
 def test_suite_runs_every_engine_on_a_trained_model(tiny_model, tmp_path):
+    profile = tmp_path / "two-file.toml"  # an export layout compared beside the built-in engines
+    profile.write_text('name = "two-file"\nshare_weights = false\nquantize_embeddings = false\n')
     options = BenchOptions(
         models=[tiny_model[0]],
+        engines=list(ENGINES),
+        profiles=[profile],
         reference_shape=False,
         threads=[1],
         batch_sizes=[1, 4],
@@ -39,7 +43,8 @@ def test_suite_runs_every_engine_on_a_trained_model(tiny_model, tmp_path):
     )
     result = run_bench(options, log=lambda _: None)
     rows = result["rows"]
-    assert {r["engine"] + (f"-{r['variant']}" if r["variant"] else "") for r in rows} == set(ENGINES)
+    names = {r["engine"] + (f"-{r['variant']}" if r["variant"] else "") for r in rows}
+    assert names == {*ENGINES, "mtop-edge@two-file"}
     assert {r["batch_size"] for r in rows} == {1, 4}
     for row in rows:
         assert row["model"] == tiny_model[0].name and row["threads"] == 1
@@ -48,6 +53,9 @@ def test_suite_runs_every_engine_on_a_trained_model(tiny_model, tmp_path):
     # the same weights: the exported fp32 parser and PyTorch agree, so do their scores
     em = {(r["engine"], r["variant"]): r["exact_match"] for r in rows if r["batch_size"] == 1}
     assert em[("mtop-edge-fp32", "unconstrained")] == em[("ctranslate2-fp32", "")]
+    # the profile's export really is its own layout (two decoders, each with its weights), measured on its files
+    sizes = {r["engine"]: r["size_mb"] for r in rows}
+    assert sizes["mtop-edge@two-file"] > sizes["mtop-edge-int8"]
     saved = json.loads((tmp_path / "results" / f"{result['files']['json'].split('/')[-1]}").read_text())
     assert saved["machine"]["cores"] and saved["machine"]["versions"]["onnxruntime"]
     assert {"json", "markdown", "latency", "throughput"} <= set(result["files"])

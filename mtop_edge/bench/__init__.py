@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mtop_edge.bench.artifacts import build_artifacts, needed_kinds, size_on_disk
-from mtop_edge.bench.engines import ENGINES, base_name, variant
+from mtop_edge.bench.artifacts import build_artifacts, needed_kinds, profile_kind, size_on_disk
+from mtop_edge.bench.engines import DEFAULT_ENGINES, ENGINES, base_name, variant
 from mtop_edge.data import Example, read_examples
 from mtop_edge.errors import InputError, MtopEdgeError, require
 from mtop_edge.forms import same_parse
@@ -34,7 +34,7 @@ class BenchOptions:
     models: list[Path] = field(default_factory=list)
     reference_shape: bool = True
     data: Path = SAMPLES / "eval_sample.jsonl"
-    engines: list[str] = field(default_factory=lambda: list(ENGINES))
+    engines: list[str] = field(default_factory=lambda: list(DEFAULT_ENGINES["cpu"]))
     threads: list[int] = field(default_factory=lambda: [1, 2])
     batch_sizes: list[int] = field(default_factory=lambda: [1, 8, 32, 128])
     rows: int = 200
@@ -43,6 +43,7 @@ class BenchOptions:
     out: Path = Path("benchmarks/results")
     work: Path = Path("benchmarks/.work")
     device: str = "cpu"
+    profiles: list[Path] = field(default_factory=list)
 
 
 class Worker:
@@ -233,11 +234,14 @@ def bench_model(
     inputs = prepare_inputs(checkpoint, spec, examples, options.rows, trained)
     # constrained decoding cannot run a forced number of steps: on random weights only the unconstrained runtime
     engines = [e for e in options.engines if trained or not (e.startswith("mtop-edge") and variant(e) == "")]
+    engines += [profile_kind(p) + ("" if trained else "-unconstrained") for p in options.profiles]
     log(
         f"{name}: {len(inputs.sources)} utterances, engines {', '.join(engines)}"
         + (f", {inputs.forced_steps} forced decoding steps" if inputs.forced_steps else "")
     )
-    artifacts = build_artifacts(checkpoint, spec, needed_kinds(engines), options.work, log=log)
+    artifacts = build_artifacts(
+        checkpoint, spec, needed_kinds(options.engines), options.work, log=log, profiles=options.profiles
+    )
     rows: list[dict] = []
     for threads in options.threads:
         log(f"  {name}, {threads} thread(s): loading {len(engines)} workers")

@@ -1,6 +1,7 @@
 """What each engine loads, built from one checkpoint and cached by the checkpoint's weight hash.
 
-- mtop-edge: its own export (trimmed; int8 and fp32).
+- mtop-edge: its own export (trimmed; int8 and fp32), and one export per ``--profile`` asked for
+  (kind ``mtop-edge@NAME``), so export layouts compare in one run.
 - optimum: ``ORTModelForSeq2SeqLM.from_pretrained(ckpt, export=True)`` as a user would run it, and
   the same quantized with optimum's documented dynamic config (AutoQuantizationConfig.avx512_vnni).
 - CTranslate2: ``TransformersConverter`` to int8 and float32, with a vocabulary map file holding
@@ -10,7 +11,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from mtop_edge.spec import PointerSpec
@@ -22,7 +23,7 @@ DONE = ".complete"
 def needed_kinds(engines: list[str]) -> list[str]:
     from mtop_edge.bench.engines import base_name
 
-    kinds = {base_name(e) for e in engines} - {"torch-fp32"}
+    kinds = {base_name(e) for e in engines} - {"torch-fp32", "torch-bf16"}
     if "optimum-int8" in kinds:
         kinds.add("optimum-fp32")
     return [k for k in KINDS if k in kinds]
@@ -38,14 +39,27 @@ def _build(path: Path, make: Callable[[Path], None]) -> Path:
     return path
 
 
-def _mtop_edge(checkpoint: Path, quantize: str) -> Callable[[Path], None]:
+PROFILE_PREFIX = "mtop-edge@"
+
+
+def profile_kind(profile: Path) -> str:
+    """The artifact kind (and engine name) of an export profile: ``mtop-edge@`` + its name."""
+    from mtop_edge.export.options import ExportOptions
+
+    return PROFILE_PREFIX + ExportOptions.load(profile).name
+
+
+def _mtop_edge(checkpoint: Path, quantize: str, profile: Path | None = None) -> Callable[[Path], None]:
     def make(path: Path) -> None:
         from mtop_edge.export import export_model
         from mtop_edge.export.options import ExportOptions
 
-        export_model(
-            str(checkpoint), path, ExportOptions.load(None, quantize=quantize, parity_rows=0), log=lambda _: None
+        options = (
+            ExportOptions.load(profile, parity_rows=0)
+            if profile
+            else ExportOptions.load(None, quantize=quantize, parity_rows=0)
         )
+        export_model(str(checkpoint), path, options, log=lambda _: None)
 
     return make
 
@@ -94,9 +108,22 @@ def _ctranslate2(checkpoint: Path, spec: PointerSpec, quantization: str) -> Call
     return make
 
 
-def build_artifacts(checkpoint: Path, spec: PointerSpec, kinds: list[str], work: Path, log=print) -> dict[str, str]:
-    """Paths of every needed artifact (built once per checkpoint hash), plus the checkpoint itself."""
+def build_artifacts(
+    checkpoint: Path,
+    spec: PointerSpec,
+    kinds: list[str],
+    work: Path,
+    log=print,
+    profiles: Sequence[Path] = (),
+) -> dict[str, str]:
+    """Paths of every needed artifact (built once per checkpoint hash), plus the checkpoint itself.
+
+    Each export profile in ``profiles`` adds the kind ``mtop-edge@NAME``, cached by the profile's content.
+    """
+    import hashlib
+
     from mtop_edge.export import checkpoint_hash
+    from mtop_edge.export.options import ExportOptions
 
     root = work / f"{checkpoint.name}-{checkpoint_hash(checkpoint)[:12]}"
     makers = {
@@ -107,11 +134,17 @@ def build_artifacts(checkpoint: Path, spec: PointerSpec, kinds: list[str], work:
         "ctranslate2-int8": lambda: _ctranslate2(checkpoint, spec, "int8"),
         "ctranslate2-fp32": lambda: _ctranslate2(checkpoint, spec, "float32"),
     }
+    folders = {kind: kind for kind in kinds}
+    for profile in profiles:
+        kind = profile_kind(profile)
+        digest = hashlib.sha256(ExportOptions.load(profile).to_toml().encode()).hexdigest()[:8]
+        makers[kind] = lambda profile=profile: _mtop_edge(checkpoint, "", profile)
+        folders[kind] = f"{kind}-{digest}"
     paths = {"checkpoint": str(checkpoint)}
-    for kind in kinds:
-        if not (root / kind / DONE).exists():
+    for kind, folder in folders.items():
+        if not (root / folder / DONE).exists():
             log(f"  building {kind} for {checkpoint.name}")
-        paths[kind] = str(_build(root / kind, makers[kind]()))
+        paths[kind] = str(_build(root / folder, makers[kind]()))
     return paths
 
 
@@ -120,7 +153,7 @@ def size_on_disk(engine: str, artifacts: dict[str, str]) -> int:
     from mtop_edge.bench.engines import base_name
 
     base = base_name(engine)
-    if base == "torch-fp32":
+    if base.startswith("torch"):
         from mtop_edge.export import WEIGHT_PATTERNS
 
         root = Path(artifacts["checkpoint"])

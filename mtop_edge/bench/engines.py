@@ -17,6 +17,7 @@ ENGINES = (
     "mtop-edge-int8-unconstrained",
     "mtop-edge-fp32-unconstrained",
     "torch-fp32",
+    "torch-bf16",
     "optimum-fp32",
     "optimum-int8",
     "ctranslate2-int8",
@@ -24,6 +25,13 @@ ENGINES = (
     "ctranslate2-int8-vmap",
     "ctranslate2-fp32-vmap",
 )
+
+
+# What a run measures when --engines is not given: bf16 generate is a GPU engine (slow and unrepresentative on a CPU)
+DEFAULT_ENGINES = {
+    "cpu": tuple(e for e in ENGINES if e != "torch-bf16"),
+    "cuda": ("mtop-edge-fp32", "mtop-edge-fp32-unconstrained", "torch-fp32", "torch-bf16"),
+}
 
 
 def base_name(engine: str) -> str:
@@ -77,13 +85,16 @@ class GenerateEngine(Engine):
         return [row[1:-1] if len(row) > 1 and row[-1] == eos else row[1:] for row in rows]
 
 
-def torch_engine(checkpoint: Path, spec, *, threads: int, device: str) -> GenerateEngine:
+def torch_engine(checkpoint: Path, spec, *, threads: int, device: str, dtype: str = "fp32") -> GenerateEngine:
     import torch
 
     from mtop_edge.torch_engine import load_checkpoint
 
     torch.set_num_threads(threads)
-    return GenerateEngine(load_checkpoint(checkpoint).to(device), spec, device)
+    model = load_checkpoint(checkpoint).to(device)
+    if dtype == "bf16":
+        model = model.to(torch.bfloat16)
+    return GenerateEngine(model, spec, device)
 
 
 def optimum_engine(model_dir: Path, spec, *, threads: int, device: str) -> GenerateEngine:
@@ -128,13 +139,16 @@ class CTranslate2Engine(Engine):
 def load_engine(name: str, artifacts: dict[str, str], spec, *, threads: int, device: str) -> Engine:
     """Build one engine from the model's artifacts (paths by kind)."""
     base = base_name(name)
+    if base.startswith("mtop-edge@"):  # an export profile's own artifact
+        return MtopEdgeEngine(Path(artifacts[base]), threads=threads, device=device, constrain=variant(name) == "")
     if base.startswith("mtop-edge"):
         precision = base.rsplit("-", 1)[1]
         return MtopEdgeEngine(
             Path(artifacts[f"mtop-edge-{precision}"]), threads=threads, device=device, constrain=variant(name) == ""
         )
-    if base == "torch-fp32":
-        return torch_engine(Path(artifacts["checkpoint"]), spec, threads=threads, device=device)
+    if base.startswith("torch"):
+        dtype = base.rsplit("-", 1)[1]
+        return torch_engine(Path(artifacts["checkpoint"]), spec, threads=threads, device=device, dtype=dtype)
     if base.startswith("optimum"):
         return optimum_engine(Path(artifacts[base]), spec, threads=threads, device=device)
     if base.startswith("ctranslate2"):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from mtop_edge.bench.engines import ENGINES
+from mtop_edge.bench.engines import DEFAULT_ENGINES, ENGINES
 
 
 def _int_list(ctx, param, value: str) -> list[int]:
@@ -19,7 +19,9 @@ def _int_list(ctx, param, value: str) -> list[int]:
     return numbers
 
 
-def _engines(ctx, param, value: str) -> list[str]:
+def _engines(ctx, param, value: str | None) -> list[str] | None:
+    if value is None:
+        return None
     names = [v.strip() for v in value.split(",") if v.strip()]
     unknown = [n for n in names if n not in ENGINES]
     if unknown:
@@ -46,7 +48,19 @@ def _engines(ctx, param, value: str) -> list[str]:
     default=Path(__file__).resolve().parents[1] / "samples" / "eval_sample.jsonl",
     help="Eval rows whose utterances every engine parses.",
 )
-@click.option("--engines", default=",".join(ENGINES), callback=_engines, help="Comma-separated engines.")
+@click.option(
+    "--profile",
+    "profiles",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Also the mtop-edge runtime on an export made with this profile (engine mtop-edge@NAME); repeat to "
+    "compare export layouts.",
+)
+@click.option(
+    "--engines",
+    callback=_engines,
+    help=f"Comma-separated engines [default on cpu: all but torch-bf16; on cuda: {','.join(DEFAULT_ENGINES['cuda'])}]",
+)
 @click.option("--threads", default="1,2", callback=_int_list, help="Thread settings, each measured.")
 @click.option("--batch-sizes", default="1,8,32,128", callback=_int_list, help="Batch sizes for throughput.")
 @click.option("--rows", default=200, type=click.IntRange(min=1), help="Utterances timed one by one (batch 1).")
@@ -66,7 +80,19 @@ def _engines(ctx, param, value: str) -> list[str]:
     help="Cache of converted models (per checkpoint hash).",
 )
 def command(
-    models, reference_shape, data, engines, threads, batch_sizes, rows, throughput_rows, warmup, device, out, work
+    models,
+    reference_shape,
+    data,
+    profiles,
+    engines,
+    threads,
+    batch_sizes,
+    rows,
+    throughput_rows,
+    warmup,
+    device,
+    out,
+    work,
 ) -> None:
     """Latency, throughput, load time, memory, size and exact match per engine, timed in turns.
 
@@ -79,7 +105,7 @@ def command(
         models=list(models),
         reference_shape=reference_shape,
         data=data,
-        engines=engines,
+        engines=engines or list(DEFAULT_ENGINES[device]),
         threads=threads,
         batch_sizes=batch_sizes,
         rows=rows,
@@ -88,6 +114,7 @@ def command(
         out=out,
         work=work,
         device=device,
+        profiles=list(profiles),
     )
     result = run_bench(options, log=click.echo)
     from mtop_edge.bench.report import markdown
