@@ -1,0 +1,72 @@
+"""`mtop-edge serve`: the parser as an HTTP service (the `serve` extra)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+
+from mtop_edge.errors import require
+
+
+@click.command("serve", context_settings={"show_default": True})
+@click.option(
+    "--model",
+    "model_dir",
+    type=click.Path(path_type=Path),
+    help="Model directory from `mtop-edge export` [default: the embedded model].",
+)
+@click.option("--host", default="127.0.0.1", help="Address to listen on (0.0.0.0 for every interface).")
+@click.option("--port", default=8080, type=click.IntRange(0, 65535))
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu")
+@click.option("--threads", type=click.IntRange(min=1), help="onnxruntime threads per worker [default: onnxruntime's].")
+@click.option("--workers", default=1, type=click.IntRange(min=1), help="Processes, each with its own model.")
+@click.option(
+    "--max-batch", default=32, type=click.IntRange(min=1), help="Utterances per runtime batch (1 = no batching)."
+)
+@click.option("--max-wait-ms", default=5.0, type=click.FloatRange(min=0), help="How long a batch waits to fill.")
+@click.option("--max-queue", default=1024, type=click.IntRange(min=1), help="Utterances waiting before 503.")
+@click.option("--max-items", default=256, type=click.IntRange(min=1), help="Utterances in one request.")
+@click.option(
+    "--max-body-bytes", default=1 << 20, type=click.IntRange(min=64), help="Largest request body (413 above)."
+)
+@click.option(
+    "--drain-seconds", default=30.0, type=click.FloatRange(min=0), help="On SIGTERM, time to finish accepted work."
+)
+@click.option("--access-log/--no-access-log", default=False, help="Log every request (uvicorn's access log).")
+def command(model_dir, host, port, device, threads, workers, access_log, **limits) -> None:
+    """Serve POST /v1/parse, GET /v1/model, /healthz, /readyz, /metrics and /openapi.json.
+
+    \b
+    mtop-edge serve &
+    curl -s localhost:8080/v1/parse -d '{"utterance": "set an alarm"}'
+
+    Concurrent requests are batched together (up to --max-batch utterances or --max-wait-ms).
+    SIGTERM stops accepting, finishes what was accepted, then exits.
+    """
+    for module in ("starlette", "uvicorn", "prometheus_client"):
+        require(module, "serve")
+    import uvicorn
+
+    from mtop_edge.runtime import Parser
+    from mtop_edge.serve.app import SETTINGS_ENV, ServeSettings, create_app
+
+    settings = ServeSettings(model=str(model_dir) if model_dir else None, device=device, threads=threads, **limits)
+    parser = Parser.load(settings.model, device=device, threads=threads)  # fails here, in one line, if broken
+    click.echo(f"mtop-edge serve: model {parser.manifest.model_id} on {device}, http://{host}:{port}", err=True)
+    common = {
+        "host": host,
+        "port": port,
+        "log_level": "warning",
+        "access_log": access_log,
+        "timeout_graceful_shutdown": int(settings.drain_seconds) or None,
+    }
+    if workers == 1:
+        uvicorn.run(create_app(parser, settings), **common)
+        return
+    del parser  # each worker process loads its own
+    os.environ[SETTINGS_ENV] = json.dumps(asdict(settings))
+    uvicorn.run("mtop_edge.serve.app:app_from_environment", factory=True, workers=workers, **common)
