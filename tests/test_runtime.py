@@ -284,3 +284,24 @@ def test_evaluate_onnx_engine_reports_constrained_and_not(tiny_export):
     assert constrained["engine"] == "onnx" and constrained["constrain"] is True and constrained["n"] == 60
     assert constrained["well_formed"] == 1.0
     assert free["constrain"] is False and free["well_formed"] < 1.0
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif("CUDAExecutionProvider" not in ort.get_available_providers(), reason="needs onnxruntime-gpu")
+def test_cuda_fp16_export_is_finite_and_agrees_with_fp32(tiny_model, tiny_export_fp32, tmp_path):
+    from .conftest import export_tiny
+
+    export_tiny(tiny_model, tmp_path / "fp16", quantize="fp16", parity_rows=0)
+    utterances = [row["utterance"] for row in EVAL_ROWS[:64]]
+    fp32 = Parser.load(tiny_export_fp32[0], constrain=False, device="cuda")
+    fp16 = Parser.load(tmp_path / "fp16", constrain=False, device="cuda")
+    assert fp16.decoder.step.get_providers()[0] == "CUDAExecutionProvider"
+    same = sum(
+        a.logical_form == b.logical_form
+        for a, b in zip(
+            fp16.parse_batch(utterances, strict=False), fp32.parse_batch(utterances, strict=False), strict=True
+        )
+    )
+    assert same / len(utterances) >= 0.9
+    constrained = Parser.load(tmp_path / "fp16", device="cuda").parse_batch(utterances, strict=False)
+    assert all(r.ok for r in constrained)

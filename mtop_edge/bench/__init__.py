@@ -289,14 +289,11 @@ def bench_model(
 
 def run_bench(options: BenchOptions, log: Callable[[str], None] = print) -> dict:
     """Run the suite; writes JSON, Markdown and PNG plots under ``options.out``; returns the JSON."""
-    for module, extra in (
-        ("torch", "bench"),
-        ("transformers", "bench"),
-        ("optimum", "bench"),
-        ("ctranslate2", "bench"),
-        ("matplotlib", "bench"),
-    ):
-        require(module, extra)
+    needed = ["torch", "transformers", "optimum", "matplotlib"]  # optimum: every engine's model is exported
+    if any(e.startswith("ctranslate2") for e in options.engines):  # a GPU host may lack it: needed only if asked
+        needed.append("ctranslate2")
+    for module in needed:
+        require(module, "bench")
     from mtop_edge.bench import report
     from mtop_edge.bench.shapes import build_reference_shape
 

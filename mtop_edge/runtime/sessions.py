@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from pathlib import Path
 
 import onnxruntime as ort
@@ -33,7 +35,21 @@ def providers_for(device: str) -> list[str]:
             f"--device cuda: this onnxruntime {ort.__version__} build has no CUDA provider "
             f"(available: {', '.join(available)}); install onnxruntime-gpu in place of onnxruntime"
         )
+    _preload_cuda_libraries()
     return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+@functools.cache
+def _preload_cuda_libraries() -> None:
+    """Load CUDA/cuDNN from the nvidia-* Python packages (as PyTorch ships them) when they are installed.
+
+    onnxruntime-gpu finds them by itself only on the system library path; ``preload_dlls`` is its
+    documented way to use the pip-installed ones. Nothing happens where they are absent.
+    """
+    if hasattr(ort, "preload_dlls"):
+        # absent packages or another layout: the provider then reports what it misses when a session starts
+        with contextlib.suppress(Exception):
+            ort.preload_dlls()
 
 
 def create_session(
