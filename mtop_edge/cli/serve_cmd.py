@@ -27,7 +27,12 @@ from mtop_edge.errors import require
 @click.option(
     "--max-batch", default=32, type=click.IntRange(min=1), help="Utterances per runtime batch (1 = no batching)."
 )
-@click.option("--max-wait-ms", default=5.0, type=click.FloatRange(min=0), help="How long a batch waits to fill.")
+@click.option(
+    "--max-wait-ms",
+    default=0.0,
+    type=click.FloatRange(min=0),
+    help="Hold a batch open this long for more requests (0: take what is waiting, never wait).",
+)
 @click.option("--max-queue", default=1024, type=click.IntRange(min=1), help="Utterances waiting before 503.")
 @click.option("--max-items", default=256, type=click.IntRange(min=1), help="Utterances in one request.")
 @click.option(
@@ -44,7 +49,8 @@ def command(model_dir, host, port, device, threads, workers, access_log, **limit
     mtop-edge serve &
     curl -s localhost:8080/v1/parse -d '{"utterance": "set an alarm"}'
 
-    Concurrent requests are batched together (up to --max-batch utterances or --max-wait-ms).
+    Requests that arrive while a batch runs are parsed together in the next one (up to --max-batch
+    utterances).
     SIGTERM stops accepting, finishes what was accepted, then exits.
     """
     for module in ("starlette", "uvicorn", "prometheus_client"):

@@ -38,7 +38,7 @@ class ServeSettings:
     device: str = "cpu"
     threads: int | None = None
     max_batch: int = 32
-    max_wait_ms: float = 5.0
+    max_wait_ms: float = 0.0
     max_queue: int = 1024
     max_items: int = 256
     max_body_bytes: int = 1 << 20

@@ -1,0 +1,235 @@
+"""Load benchmark of `mtop-edge serve` on loopback: throughput and latency by concurrency, batching on
+and off, plus a soak with malformed requests. Bounded in count and time; stops by itself.
+
+    python benchmarks/serve_load.py [--model DIR] [--requests 600] [--soak 10000] [--out benchmarks/results]
+
+Each setting starts a fresh server (`--threads` onnxruntime threads) on a free 127.0.0.1 port; the
+client (httpx, asyncio) runs on the same machine. Utterances are MTOP eval rows from the in-repo
+sample, one per request. Writes serve-<time>.json, .md and .png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "mtop_edge" / "samples" / "eval_sample.jsonl"
+MODES = {
+    "batching on": ["--max-batch", "32", "--max-wait-ms", "5"],
+    "batching off": ["--max-batch", "1", "--max-wait-ms", "0"],
+}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q
+    low, high = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (k - low)
+
+
+class Server:
+    def __init__(self, args: list[str]) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mtop_edge", "serve", "--port", str(self.port), "--max-queue", "100000", *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        self.process.kill()
+        raise RuntimeError("server did not start")
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=60)
+
+
+async def drive(
+    url: str, bodies: list[bytes], concurrency: int, deadline_s: float
+) -> tuple[list[float | None], list[int | None], float]:
+    """Send ``bodies`` from ``concurrency`` sequential clients; per body (in order) its latency (ms)
+    and status (None if the time cap came first), and the elapsed seconds."""
+    latencies: list[float | None] = [None] * len(bodies)
+    statuses: list[int | None] = [None] * len(bodies)
+    order = iter(range(len(bodies)))
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+        stop_at = time.perf_counter() + deadline_s
+
+        async def worker() -> None:
+            for index in order:
+                if time.perf_counter() >= stop_at:
+                    return
+                begin = time.perf_counter()
+                reply = await client.post(
+                    url + "/v1/parse", content=bodies[index], headers={"content-type": "application/json"}
+                )
+                latencies[index] = (time.perf_counter() - begin) * 1000
+                statuses[index] = reply.status_code
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return latencies, statuses, time.perf_counter() - started
+
+
+def in_process_p50(model: str | None, threads: int, utterances: list[str]) -> float:
+    from mtop_edge.runtime import Parser
+
+    parser = Parser.load(model, threads=threads)
+    for u in utterances[:10]:
+        parser.parse(u)
+    times = []
+    for u in utterances[:200]:
+        begin = time.perf_counter()
+        parser.parse(u)
+        times.append((time.perf_counter() - begin) * 1000)
+    return statistics.median(times)
+
+
+def main() -> None:
+    arguments = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    arguments.add_argument("--model", help="model directory [default: the embedded model]")
+    arguments.add_argument("--threads", type=int, default=1, help="server onnxruntime threads")
+    arguments.add_argument("--concurrency", default="1,8,32")
+    arguments.add_argument("--requests", type=int, default=600, help="requests per setting")
+    arguments.add_argument("--seconds", type=float, default=60, help="time cap per setting")
+    arguments.add_argument("--soak", type=int, default=10000, help="soak requests (10%% malformed); 0 skips")
+    arguments.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = arguments.parse_args()
+
+    utterances = [json.loads(line)["utterance"] for line in SAMPLE.read_text().splitlines()]
+    bodies = [json.dumps({"utterance": utterances[i % len(utterances)]}).encode() for i in range(args.requests)]
+    model_args = ["--threads", str(args.threads), *(["--model", args.model] if args.model else [])]
+    result: dict = {"created": time.strftime("%Y-%m-%dT%H:%M:%S"), "threads": args.threads, "rows": []}
+    result["in_process_p50_ms"] = round(in_process_p50(args.model, args.threads, utterances), 3)
+    print(f"in-process Parser.parse batch-1 p50: {result['in_process_p50_ms']} ms", flush=True)
+    for mode, mode_args in MODES.items():
+        server = Server([*model_args, *mode_args])
+        try:
+            asyncio.run(drive(server.url, bodies[:50], 4, 30))  # warm-up
+            for concurrency in [int(c) for c in args.concurrency.split(",")]:
+                latencies, statuses, elapsed = asyncio.run(drive(server.url, bodies, concurrency, args.seconds))
+                done = [(ms, status) for ms, status in zip(latencies, statuses, strict=True) if status is not None]
+                latencies = [ms for ms, _ in done]
+                statuses = [status for _, status in done]
+                row = {
+                    "mode": mode,
+                    "concurrency": concurrency,
+                    "requests": len(latencies),
+                    "non_200": sum(s != 200 for s in statuses),
+                    "utterances_per_s": round(len(latencies) / elapsed, 1),
+                    "p50_ms": round(percentile(latencies, 0.5), 2),
+                    "p99_ms": round(percentile(latencies, 0.99), 2),
+                }
+                result["rows"].append(row)
+                print(json.dumps(row), flush=True)
+        finally:
+            server.stop()
+    if args.soak:
+        result["soak"] = soak(model_args, utterances, args.soak)
+        print(json.dumps(result["soak"]), flush=True)
+    write(result, args.out)
+
+
+def soak(model_args: list[str], utterances: list[str], count: int) -> dict:
+    """``count`` requests at concurrency 8, every tenth malformed (bad JSON, empty, wrong type, bad UTF-8)."""
+    malformed = [b"{oops", b'{"utterance": ""}', b'{"utterances": 5}', b'{"utterance": "\xff"}']
+    rng = random.Random(0)
+    bodies, bad = [], []
+    for i in range(count):
+        is_bad = i % 10 == 9
+        bad.append(is_bad)
+        bodies.append(rng.choice(malformed) if is_bad else json.dumps({"utterance": rng.choice(utterances)}).encode())
+    server = Server([*model_args, *MODES["batching on"]])
+    try:
+        asyncio.run(drive(server.url, bodies[:1000], 8, 120))  # warm-up: the memory baseline is the steady state
+        rss = [round(server.rss_mb(), 1)]
+        statuses: list[int | None] = []
+        elapsed = 0.0
+        for start in range(0, count, 2000):  # RSS after every 2,000 requests: growth or a plateau
+            _, chunk, seconds = asyncio.run(drive(server.url, bodies[start : start + 2000], 8, 600))
+            statuses += chunk
+            elapsed += seconds
+            rss.append(round(server.rss_mb(), 1))
+        healthy = httpx.get(server.url + "/healthz").status_code == 200
+    finally:
+        code = server.stop()
+    good = [s for s, b in zip(statuses, bad, strict=True) if not b and s is not None]
+    wrong = [s for s, b in zip(statuses, bad, strict=True) if b and s is not None]
+    return {
+        "requests": len(good) + len(wrong),
+        "malformed": len(wrong),
+        "good_not_200": sum(s != 200 for s in good),
+        "malformed_not_4xx": sum(not 400 <= s < 500 for s in wrong),
+        "status_5xx": sum(s >= 500 for s in good + wrong),
+        "seconds": round(elapsed, 1),
+        "rss_mb_every_2000": rss,
+        "rss_growth": round(rss[-1] / rss[0] - 1, 4),
+        "healthy_after": healthy,
+        "exit_code_after_sigterm": code,
+    }
+
+
+def write(result: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"serve-{result['created'].replace('-', '').replace(':', '')}"
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    lines = [
+        f"Run {result['created']}; server with {result['threads']} onnxruntime thread(s); in-process "
+        f"`Parser.parse` batch-1 p50 {result['in_process_p50_ms']} ms.",
+        "",
+        "| mode | concurrency | requests | utt/s | p50 ms | p99 ms | non-200 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    keys = ("mode", "concurrency", "requests", "utterances_per_s", "p50_ms", "p99_ms", "non_200")
+    lines += ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in result["rows"]]
+    if "soak" in result:
+        lines += ["", "Soak: " + ", ".join(f"{k} {v}" for k, v in result["soak"].items())]
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for mode in MODES:
+        rows = [r for r in result["rows"] if r["mode"] == mode]
+        left.plot([r["concurrency"] for r in rows], [r["utterances_per_s"] for r in rows], marker="o", label=mode)
+        right.plot([r["concurrency"] for r in rows], [r["p99_ms"] for r in rows], marker="o", label=mode)
+    left.set(xlabel="concurrent clients", ylabel="utterances/s", title="throughput", xscale="log")
+    right.set(xlabel="concurrent clients", ylabel="ms", title="p99 latency", xscale="log", yscale="log")
+    left.legend()
+    figure.tight_layout()
+    figure.savefig(stem.with_suffix(".png"), dpi=100)
+    print(f"wrote {stem}.json, .md, .png")
+
+
+if __name__ == "__main__":
+    main()
