@@ -103,6 +103,8 @@ class Manifest:
             raise ModelError(f"{path}: missing (is this a directory written by `mtop-edge export`?)") from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ModelError(f"{path}: corrupt manifest ({exc})") from None
+        if not isinstance(raw, dict):
+            raise ModelError(f"{path}: corrupt manifest (a JSON object expected, found {type(raw).__name__})")
         try:
             if raw.get("format_version") != MANIFEST_VERSION:
                 raise ModelError(
@@ -123,7 +125,31 @@ class Manifest:
             raise
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{path}: corrupt manifest ({type(exc).__name__}: {exc})") from None
+        manifest._check_ids(path)
         for name in manifest.files:
             if not (directory / name).is_file():
                 raise ModelError(f"{directory / name}: missing model file")
         return manifest
+
+    def _check_ids(self, path: Path) -> None:
+        """The id maps fit the architecture and hold the ids decoding needs (else ModelError, naming the field)."""
+        arch, spec = self.architecture, self.spec
+        for field_name, ids, size in (
+            ("decoder_ids", self.decoder_ids, arch.decoder_vocab),
+            ("encoder_ids", self.encoder_ids, arch.encoder_vocab),
+        ):
+            if ids is None:
+                continue
+            if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
+                raise ModelError(f"{path}: {field_name} must be a list of non-negative integers")
+            if len(ids) != size:
+                raise ModelError(f"{path}: {field_name} has {len(ids)} ids but the architecture says {size}")
+        if self.decoder_ids is None and max(spec.decoder_vocabulary()) >= arch.decoder_vocab:
+            raise ModelError(
+                f"{path}: no decoder_ids, yet decoder_vocab {arch.decoder_vocab} is smaller than the target ids "
+                f"(up to {max(spec.decoder_vocabulary())}): a trimmed export's decoder_ids are missing"
+            )
+        if self.decoder_ids is not None:
+            missing = sorted(set(spec.decoder_vocabulary()) - set(self.decoder_ids))
+            if missing:
+                raise ModelError(f"{path}: decoder_ids lacks ids the decoder must produce ({missing[:5]})")

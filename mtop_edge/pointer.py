@@ -154,7 +154,7 @@ def from_pointer_tokens(tokens: Sequence[str], utterance: str, words: Sequence[W
                 raise fail(f"expected a pointer, an intent or ']' inside slot {label}, found {tok!r}")
             if index >= len(words):
                 raise fail(f"pointer {tok} is past the last word (the utterance has {len(words)} words)")
-            if indices and index <= indices[-1]:
+            if indices and index != indices[-1] + 1:  # a slot is one run of words: no gaps, no repeats
                 raise fail(f"pointer {tok} does not follow {pointer_token(indices[-1])} in slot {label}")
             indices.append(index)
             pos += 1

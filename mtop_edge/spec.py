@@ -68,18 +68,16 @@ class PointerSpec:
         return [self._id_of_symbol[t] for t in tokens] + [self.eos_id]
 
     def decode(self, ids: Sequence[int], utterance: str, words: Sequence[Word]) -> Intent:
-        """Model output ids (decoder start and anything after EOS ignored) -> tree.
+        """Generated ids (without the decoder start; anything after EOS ignored) -> tree.
 
         Raises:
-            FormError: the ids are not a well-formed pointer tree (an unknown id reads as
-            ``<id N>`` and fails there).
+            FormError: the ids are not a well-formed pointer tree (an unknown id, PAD or the decoder
+            start included, reads as ``<id N>`` and fails there).
         """
         tokens = []
-        for i, token_id in enumerate(ids):
+        for token_id in ids:
             if token_id == self.eos_id:
                 break
-            if i == 0 and token_id == self.decoder_start_id:
-                continue
             tokens.append(self._symbol_of_id.get(int(token_id), f"<id {token_id}>"))
         return from_pointer_tokens(tokens, utterance, words)
 

@@ -113,5 +113,5 @@ class TorchParser:
             if entry is None:
                 trees.append(None)
                 continue
-            trees.append(self.spec.try_decode(next(outputs), entry[0], entry[1]))
+            trees.append(self.spec.try_decode(next(outputs)[1:], entry[0], entry[1]))  # past the decoder start
         return trees

@@ -211,7 +211,7 @@ def exact_match(
         for ids, (example, words, _) in zip(
             greedy_generate(model, [r[2] for r in batch], spec, device=device), batch, strict=True
         ):
-            tree = spec.try_decode(ids, example.utterance, words)
+            tree = spec.try_decode(ids[1:], example.utterance, words)  # generate's rows start with the decoder start
             well_formed += tree is not None
             hits += same_parse(tree, example.tree)
     return hits, well_formed

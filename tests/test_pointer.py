@@ -129,3 +129,28 @@ def test_sample_rows_round_trip(train_sample, eval_sample):
         tokens, reason = pointer_round_trip(example)
         assert reason is None, (example.line, reason)
         assert tokens[0] == "[" + example.tree.label
+
+
+def test_a_slot_is_one_run_of_words():
+    # "@ptr1 @ptr3" would read as "Ann Smith now" if the gap were filled: every scorer without the grammar
+    # (torch evaluate, training EM, parity, bench) would then count a wrong parse as right
+    utterance = "call Ann Smith now"
+    with pytest.raises(FormError, match="does not follow @ptr1"):
+        from_pointer_tokens(["[IN:A", "[SL:B", "@ptr1", "@ptr3", "]", "]"], utterance, split_words(utterance))
+    with pytest.raises(FormError, match="does not follow @ptr1"):
+        from_pointer_tokens(["[IN:A", "[SL:B", "@ptr1", "@ptr1", "]", "]"], utterance, split_words(utterance))
+
+
+def test_generated_ids_starting_with_pad_are_malformed():
+    from mtop_edge.spec import PointerSpec
+    from mtop_edge.vocab import TargetVocab
+
+    vocab = TargetVocab(intents=("IN:A",), slots=("SL:B",), max_pointers=4)
+    spec = PointerSpec(vocab=vocab, symbol_ids=tuple(range(10, 10 + len(vocab.symbols))))
+    utterance = "call mom"
+    words = split_words(utterance)
+    ids = [10, 11, 13, 12, 12, spec.eos_id]  # [IN:A [SL:B @ptr0 ] ]
+    assert spec.decode(ids, utterance, words).label == "IN:A"
+    # PAD is the decoder start: it was silently skipped as a first output token, so such output passed as well-formed
+    with pytest.raises(FormError, match="<id 0>"):
+        spec.decode([spec.pad_id, *ids], utterance, words)

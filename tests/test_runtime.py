@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -211,6 +212,29 @@ def test_usage_errors():
     assert "give one UTTERANCE" in run().output
 
 
+def _edit_manifest(directory, change) -> None:
+    path = directory / "manifest.json"
+    manifest = json.loads(path.read_text())
+    change(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+def _short_decoder_ids(manifest: dict) -> None:
+    manifest["decoder_ids"] = manifest["decoder_ids"][:-3]
+
+
+def _pad_not_kept(manifest: dict) -> None:  # the decoder start/PAD id replaced by an unrelated id
+    manifest["decoder_ids"][0] = 10**6
+
+
+def _wider_decoder_vocab(manifest: dict) -> None:
+    manifest["architecture"]["decoder_vocab"] += 5
+
+
+def _more_layers(manifest: dict) -> None:
+    manifest["architecture"]["num_decoder_layers"] += 1
+
+
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
@@ -222,11 +246,21 @@ def test_usage_errors():
             "decoder_model.onnx: cannot load ONNX graph",
         ),
         (lambda d: (d / "spiece.model").write_bytes(b"junk"), "spiece.model: corrupt sentencepiece model"),
+        (lambda d: (d / "weights.bin").unlink(), "weights.bin: missing model file"),
+        (lambda d: _edit_manifest(d, lambda m: m.pop("decoder_ids")), "trimmed export's decoder_ids are missing"),
+        (lambda d: _edit_manifest(d, _short_decoder_ids), "decoder_ids has"),
+        (lambda d: _edit_manifest(d, lambda m: m.update(decoder_ids="abc")), "decoder_ids must be a list"),
+        (lambda d: _edit_manifest(d, _pad_not_kept), "decoder_ids lacks ids the decoder must produce"),
+        (lambda d: _edit_manifest(d, _wider_decoder_vocab), "decoder_ids has"),
+        (lambda d: _edit_manifest(d, _more_layers), "does not match the manifest"),
+        (lambda d: (d / "manifest.json").write_text("[1, 2]"), "a JSON object expected, found list"),
+        (
+            lambda d: shutil.copyfile(d / "decoder_model.onnx", d / "decoder_with_past_model.onnx"),
+            "decoder_with_past_model.onnx: does not match the manifest",
+        ),
     ],
 )
 def test_missing_or_corrupt_model_files_are_named(tiny_export, tmp_path, damage, message):
-    import shutil
-
     model = tmp_path / "model"
     shutil.copytree(tiny_export[0], model)
     damage(model)

@@ -56,8 +56,10 @@ def command(utterance, input_file, model_dir, device, threads, as_json, batch_si
     parser = Parser.load(model_dir, device=device, threads=threads, constrain=constrain)
     if utterance is not None:
         result = parser.parse(utterance, truncate=truncate)
-        if as_json:
+        if as_json:  # one rule for both outputs: a malformed parse (only with --no-constrain) exits 1
             click.echo(json.dumps({**result.to_json(), "model": parser.manifest.model_id}, ensure_ascii=False))
+            if not result.ok:
+                sys.exit(1)
         elif result.ok:
             click.echo(result.logical_form + ("  (truncated)" if result.truncated else ""))
         else:  # only possible with --no-constrain: the model's output was not a tree

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mtop_edge.errors import ModelError
 from mtop_edge.manifest import DECODER, DECODER_MERGED, DECODER_WITH_PAST, ENCODER, Manifest
 from mtop_edge.runtime.grammar import ConstrainedBatch, Grammar
 from mtop_edge.runtime.sessions import create_session
@@ -49,6 +50,7 @@ class GreedyDecoder:
         self.cross_present = arch.past_names("present", "encoder")
         self.self_past = arch.past_names("past_key_values", "decoder")
         self.cross_past = arch.past_names("past_key_values", "encoder")
+        self._check_graphs(manifest)
         spec = manifest.spec
         if manifest.decoder_ids is None:  # untrimmed: exported ids are the checkpoint's
             self.start_id, self.eos_id, self.pad_id = spec.decoder_start_id, spec.eos_id, spec.pad_id
@@ -62,6 +64,42 @@ class GreedyDecoder:
                 exported[spec.pad_id],
             )
             self.columns = None
+
+    def _check_graphs(self, manifest: Manifest) -> None:
+        """The graphs' own inputs, outputs and sizes match the manifest, before the first parse.
+
+        Raises:
+            ModelError: naming the graph file and what does not match.
+        """
+        arch = self.arch
+        common = {"input_ids", "encoder_attention_mask"}
+        past = set(self.self_past + self.cross_past)
+        expected = [
+            (self.encoder, ENCODER, {"input_ids", "attention_mask"}, {"last_hidden_state"}),
+            (
+                self.first,
+                DECODER_MERGED if self.merged else DECODER,
+                common | {"encoder_hidden_states"} | (past | {"use_cache_branch"} if self.merged else set()),
+                {"logits", *self.self_present, *self.cross_present},
+            ),
+        ]
+        if not self.merged:
+            expected.append((self.step, DECODER_WITH_PAST, common | past, {"logits", *self.self_present}))
+        for session, name, inputs, outputs in expected:
+            have_in = {i.name for i in session.get_inputs()}
+            have_out = {o.name: o.shape for o in session.get_outputs()}
+            missing = sorted((inputs - have_in) | (outputs - set(have_out)))
+            if missing:
+                raise ModelError(
+                    f"{manifest.directory / name}: does not match the manifest ({arch.num_decoder_layers} decoder "
+                    f"layers): lacks {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}"
+                )
+            width = have_out.get("logits", [None])[-1]
+            if isinstance(width, int) and width != arch.decoder_vocab:
+                raise ModelError(
+                    f"{manifest.directory / name}: logits have {width} columns but the manifest's "
+                    f"decoder_vocab is {arch.decoder_vocab}"
+                )
 
     def _empty_past(self, batch: int) -> np.ndarray:
         return np.zeros((batch, self.arch.num_heads, 0, self.arch.d_kv), dtype=np.float32)
