@@ -339,3 +339,24 @@ def test_cuda_fp16_export_is_finite_and_agrees_with_fp32(tiny_model, tiny_export
     assert same / len(utterances) >= 0.9
     constrained = Parser.load(tmp_path / "fp16", device="cuda").parse_batch(utterances, strict=False)
     assert all(r.ok for r in constrained)
+
+
+def test_one_shared_thread_pool_per_process(tiny_export):
+    # in a process of its own: onnxruntime's global pool can be sized once, and then serves every session
+    code = (
+        "import sys\n"
+        "from mtop_edge.runtime import Parser, share_thread_pool\n"
+        "assert share_thread_pool(2) and share_thread_pool(2) and not share_thread_pool(1)\n"
+        f"parser = Parser.load({str(tiny_export[0])!r}, threads=2)\n"
+        "print(parser.parse('set an alarm for 7am').ok)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "True"
+    # the console command shares its pool; its answer is the in-process one
+    command = [sys.executable, "-m", "mtop_edge", "parse", "--model", str(tiny_export[0]), "--threads", "2"]
+    shared = subprocess.run(
+        [*command, "set an alarm for 7am"], check=False, capture_output=True, text=True, timeout=120
+    )
+    assert shared.returncode == 0, shared.stderr
+    assert shared.stdout.strip() == Parser.load(tiny_export[0]).parse("set an alarm for 7am").logical_form

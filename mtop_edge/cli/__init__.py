@@ -73,4 +73,7 @@ _register()
 
 
 def main() -> None:
+    from mtop_edge.cli.options import standalone_process
+
+    standalone_process()
     cli(prog_name="mtop-edge")

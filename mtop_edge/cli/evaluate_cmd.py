@@ -54,8 +54,10 @@ def command(model_dir, data, engine, limit, batch_size, device, threads, constra
 
         parse_batch = TorchParser(model_dir, device=device, threads=threads).parse_batch
     else:
+        from mtop_edge.cli.options import share_cpu_threads
         from mtop_edge.runtime import Parser
 
+        share_cpu_threads(device, threads)
         parser = Parser.load(model_dir, device=device, threads=threads, constrain=constrain, label_pairs=label_pairs)
         parse_batch = parser.parse_trees
     result = evaluate(parse_batch, examples, batch_size=batch_size, progress=not as_json)

@@ -34,3 +34,23 @@ def _option(f, help_texts: dict[str, str]) -> Callable:
         decls = [f"--{flag}"]
         extra["type"] = {"int": int, "float": float, "str": str}[kind]
     return click.option(*decls, f.name, default=None, help=f"{help_texts.get(f.name, '')} [{f.name}]", **extra)
+
+
+_process = {"standalone": False}
+
+
+def standalone_process() -> None:
+    """Called by the console entry point: this process runs mtop-edge's sessions and nothing else."""
+    _process["standalone"] = True
+
+
+def share_cpu_threads(device: str, threads: int | None) -> None:
+    """In the console command's own process, one onnxruntime thread pool for all of a parser's sessions.
+
+    Not in a host process (tests, notebooks calling the CLI in-process), where other libraries'
+    sessions could not coexist with onnxruntime's global pool.
+    """
+    if device == "cpu" and _process["standalone"]:
+        from mtop_edge.runtime import share_thread_pool
+
+        share_thread_pool(threads)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from mtop_edge.cli.options import share_cpu_threads
 from mtop_edge.errors import InputError, MtopEdgeError
 
 
@@ -53,6 +54,7 @@ def command(utterance, input_file, model_dir, device, threads, as_json, batch_si
         raise click.UsageError("give one UTTERANCE, or --input FILE / - for a stream")
     if utterance is not None and not utterance.strip():
         raise InputError("empty utterance: nothing to parse")
+    share_cpu_threads(device, threads)
     parser = Parser.load(model_dir, device=device, threads=threads, constrain=constrain)
     if utterance is not None:
         result = parser.parse(utterance, truncate=truncate)

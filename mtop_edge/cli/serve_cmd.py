@@ -57,10 +57,13 @@ def command(model_dir, host, port, device, threads, workers, access_log, **limit
         require(module, "serve")
     import uvicorn
 
+    from mtop_edge.cli.options import share_cpu_threads
     from mtop_edge.runtime import Parser
     from mtop_edge.serve.app import SETTINGS_ENV, ServeSettings, create_app
 
     settings = ServeSettings(model=str(model_dir) if model_dir else None, device=device, threads=threads, **limits)
+    if workers == 1:
+        share_cpu_threads(device, threads)  # each --workers process shares its own (app_from_environment)
     parser = Parser.load(settings.model, device=device, threads=threads)  # fails here, in one line, if broken
     click.echo(f"mtop-edge serve: model {parser.manifest.model_id} on {device}, http://{host}:{port}", err=True)
     common = {

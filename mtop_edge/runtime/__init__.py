@@ -2,5 +2,6 @@
 
 from mtop_edge.runtime.parser import Parser, default_model_dir
 from mtop_edge.runtime.results import IntentResult, ParseResult, SlotResult
+from mtop_edge.runtime.sessions import share_thread_pool
 
-__all__ = ["IntentResult", "ParseResult", "Parser", "SlotResult", "default_model_dir"]
+__all__ = ["IntentResult", "ParseResult", "Parser", "SlotResult", "default_model_dir", "share_thread_pool"]

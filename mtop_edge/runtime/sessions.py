@@ -52,6 +52,29 @@ def _preload_cuda_libraries() -> None:
             ort.preload_dlls()
 
 
+_pool: dict[str, int] = {}
+
+
+def share_thread_pool(threads: int | None = None) -> bool:
+    """From now on, every CPU session of this process runs on one shared pool of ``threads`` threads.
+
+    By default each session gets its own spinning pool, and a parser's three sessions (encoder,
+    first-step and with-past decoder), which run one after another, steal the cores from each other.
+    onnxruntime allows this once per process and then requires it of *every* session, other
+    libraries' too, so it is a choice for processes that run only mtop-edge sessions: the CLI's
+    parse, serve and evaluate call it. Returns False where the pool exists already (sized elsewhere).
+    """
+    if "threads" in _pool:
+        return _pool["threads"] == (threads or 0)
+    try:
+        ort.set_global_thread_pool_sizes(threads or 0, 1)  # 0: one thread per core
+    except Exception:  # created already, by code outside mtop-edge: its size stands
+        _pool["threads"] = -1
+        return False
+    _pool["threads"] = threads or 0
+    return True
+
+
 def create_session(
     path: Path, *, device: str = "cpu", threads: int | None = None, optimization: str = "all"
 ) -> ort.InferenceSession:
@@ -64,10 +87,13 @@ def create_session(
     options = ort.SessionOptions()
     options.graph_optimization_level = OPTIMIZATION[optimization]
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.inter_op_num_threads = 1
-    if threads:
-        options.intra_op_num_threads = threads
     options.log_severity_level = 3
+    if device == "cpu" and "threads" in _pool:  # sized once by share_thread_pool
+        options.use_per_session_threads = False
+    else:
+        options.inter_op_num_threads = 1
+        if threads:
+            options.intra_op_num_threads = threads
     providers = providers_for(device)
     if not Path(path).is_file():
         raise ModelError(f"{path}: missing model file")

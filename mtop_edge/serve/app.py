@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from mtop_edge.errors import InputError
-from mtop_edge.runtime import Parser
+from mtop_edge.runtime import Parser, share_thread_pool
 from mtop_edge.serve.batcher import Batcher, DrainingError, QueueFullError
 from mtop_edge.serve.metrics import Metrics
 from mtop_edge.serve.openapi import openapi_schema
@@ -195,5 +195,7 @@ def create_app(parser: Parser, settings: ServeSettings = ServeSettings()) -> Sta
 def app_from_environment() -> Starlette:
     """Factory for each worker process of `mtop-edge serve --workers N`: loads its own model."""
     settings = ServeSettings(**json.loads(os.environ[SETTINGS_ENV]))
+    if settings.device == "cpu":
+        share_thread_pool(settings.threads)
     parser = Parser.load(settings.model, device=settings.device, threads=settings.threads)
     return create_app(parser, settings)
