@@ -130,16 +130,11 @@ def read_dataset(path: str | Path, *, strict: bool = False) -> Dataset:
     for number, raw in _lines(path):
         try:
             text = raw.decode("utf-8")
-            if fmt is None:
-                fmt = detect_format(text)
-                if fmt is None:
-                    raise DataError(
-                        "cannot tell the format from the first row: expected JSON lines "
-                        '({"utterance", "logical_form"}) or the 8-column MTOP TSV',
-                        path,
-                        number,
-                    )
-            utterance, tree = _parse_row(text, fmt)
+            row_format = fmt or detect_format(text)
+            if row_format is None:  # junk: skipped like any malformed row; the format comes from the next good one
+                raise ValueError('neither a JSON line ({"utterance", "logical_form"}) nor an 8-column MTOP TSV row')
+            utterance, tree = _parse_row(text, row_format)
+            fmt = row_format
         except UnicodeDecodeError as exc:
             error = DataError(f"invalid UTF-8 at byte {exc.start}", path, number)
         except ValueError as exc:
@@ -151,6 +146,20 @@ def read_dataset(path: str | Path, *, strict: bool = False) -> Dataset:
             raise error
         errors.append(error)
     return Dataset(str(path), fmt or "empty", examples, errors)
+
+
+def first_rows(dataset: Dataset, limit: int | None) -> Dataset:
+    """The dataset cut to its first ``limit`` rows as read (well-formed and malformed alike)."""
+    if limit is None:
+        return dataset
+    lines = sorted([e.line for e in dataset.examples] + [e.line or 0 for e in dataset.errors])[:limit]
+    last = lines[-1] if lines else 0
+    return Dataset(
+        dataset.path,
+        dataset.format,
+        [e for e in dataset.examples if e.line <= last],
+        [e for e in dataset.errors if (e.line or 0) <= last],
+    )
 
 
 def read_examples(path: str | Path, *, strict: bool = False) -> list[Example]:

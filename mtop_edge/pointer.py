@@ -8,7 +8,7 @@ character offsets. Training and inference share these functions.
 
 from __future__ import annotations
 
-import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -16,9 +16,6 @@ from mtop_edge.errors import FormError, MtopEdgeError
 from mtop_edge.forms import CLOSE, INTENT_PREFIX, SLOT_PREFIX, Intent, Slot
 
 POINTER_PREFIX = "@ptr"
-# Letter runs, digit runs, and every other non-space character on its own: "10PM" -> 10, PM;
-# "don't" -> don, ', t. Finer than MTOP's tokens, so MTOP slot boundaries fall on our word edges.
-_WORD_RE = re.compile(r"[^\W\d_]+|\d+|\S")
 
 
 @dataclass(frozen=True)
@@ -34,9 +31,39 @@ class AlignmentError(MtopEdgeError):
     """A slot whose text is not a run of the utterance's words."""
 
 
+def _is_letter(char: str) -> bool:
+    return char.isalnum() and not char.isdecimal()
+
+
+def _is_mark(char: str) -> bool:
+    return unicodedata.category(char).startswith("M")
+
+
 def split_words(utterance: str) -> list[Word]:
-    """The deterministic word tokenizer used at training and at inference."""
-    return [Word(m.group(), m.start(), m.end()) for m in _WORD_RE.finditer(utterance)]
+    """The deterministic word tokenizer used at training and at inference.
+
+    Letter runs (with their combining marks: Devanagari vowel signs, Thai vowels, a decomposed
+    accent), digit runs, and every other non-space character on its own: "10PM" -> 10, PM;
+    "don't" -> don, ', t; "हिन्दी" stays one word. Finer than MTOP's tokens, so MTOP slot boundaries
+    fall on our word edges. A script written without spaces (Thai, Chinese) gives one word per
+    letter run, so a slot there can only cover whole runs.
+    """
+    words: list[Word] = []
+    i, n = 0, len(utterance)
+    while i < n:
+        char = utterance[i]
+        start = i
+        i += 1
+        if char.isspace():
+            continue
+        if char.isdecimal():
+            while i < n and utterance[i].isdecimal():
+                i += 1
+        elif _is_letter(char):
+            while i < n and (_is_letter(utterance[i]) or _is_mark(utterance[i])):
+                i += 1
+        words.append(Word(utterance[start:i], start, i))
+    return words
 
 
 def pointer_token(index: int) -> str:

@@ -102,8 +102,11 @@ def test_file_level_errors(tmp_path):
         read_dataset(tmp_path / "missing.jsonl")
     with pytest.raises(DataError, match="is a directory"):
         read_dataset(tmp_path)
-    with pytest.raises(DataError, match=r"plain.txt:2: cannot tell the format"):
-        read_dataset(write(tmp_path, "plain.txt", b"\nhello world\n"))
+    # a row of neither format is one malformed row, as the first row and later alike (no longer a whole-file abort)
+    plain = read_dataset(write(tmp_path, "plain.txt", b"\nhello world\n"))
+    assert plain.rows == 1 and plain.format == "empty" and "plain.txt:2: neither a JSON line" in str(plain.errors[0])
+    with pytest.raises(DataError, match=r"plain.txt:2: neither a JSON line"):
+        read_dataset(tmp_path / "plain.txt", strict=True)
     empty = read_dataset(write(tmp_path, "empty.jsonl", b"\n\n"))
     assert empty.rows == 0 and empty.format == "empty"
     with pytest.raises(DataError, match="no usable rows"):

@@ -154,3 +154,25 @@ def test_generated_ids_starting_with_pad_are_malformed():
     # PAD is the decoder start: it was silently skipped as a first output token, so such output passed as well-formed
     with pytest.raises(FormError, match="<id 0>"):
         spec.decode([spec.pad_id, *ids], utterance, words)
+
+
+@pytest.mark.parametrize(
+    ("utterance", "words"),
+    [
+        # Devanagari: vowel signs and the virama are combining marks; they stay inside their word
+        ("मुझे कल सुबह सात बजे जगाना", ["मुझे", "कल", "सुबह", "सात", "बजे", "जगाना"]),
+        # Thai is written without spaces: a letter run (marks included) is one word, digits apart
+        ("ตั้งนาฬิกาปลุก 7 โมง", ["ตั้งนาฬิกาปลุก", "7", "โมง"]),
+        # a decomposed accent (e + U+0301) belongs to its letter
+        ("Cafe\u0301 au lait", ["Cafe\u0301", "au", "lait"]),
+        ("don't call at 10PM", ["don", "'", "t", "call", "at", "10", "PM"]),
+    ],
+)
+def test_words_keep_letters_with_their_marks(utterance, words):
+    split = split_words(utterance)
+    assert [w.text for w in split] == words
+    # offsets never fall inside a character sequence: each word is exactly its slice
+    assert all(utterance[w.start : w.end] == w.text for w in split)
+    assert [w.start for w in split] == [
+        utterance.index(text, split[i - 1].end if i else 0) for i, text in enumerate(words)
+    ]

@@ -17,7 +17,13 @@ def command() -> None:
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a summary.")
 @click.option("--strict", is_flag=True, help="Fail on the first malformed row instead of skipping it.")
-@click.option("--show", default=5, show_default=True, help="How many malformed/unaligned rows to list.")
+@click.option(
+    "--show",
+    default=5,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="How many malformed/unaligned rows to list.",
+)
 def check_command(path: Path, as_json: bool, strict: bool, show: int) -> None:
     """Count rows, malformed rows and pointer-format coverage; list the labels.
 
@@ -26,8 +32,13 @@ def check_command(path: Path, as_json: bool, strict: bool, show: int) -> None:
     """
     from mtop_edge.data import read_dataset
     from mtop_edge.datacheck import check
+    from mtop_edge.errors import DataError
 
-    report = check(read_dataset(path, strict=strict), show=show)
+    dataset = read_dataset(path, strict=strict)
+    report = check(dataset, show=show)
+    if not dataset.examples:  # nothing usable (junk, or only malformed rows) is a failure, not an "empty" success
+        first = f"; first: {dataset.errors[0]}" if dataset.errors else ""
+        raise DataError(f"no well-formed rows ({len(dataset.errors)} malformed{first})", path)
     if as_json:
         click.echo(json.dumps(report.to_json(), ensure_ascii=False))
         return

@@ -25,7 +25,8 @@ ENGINES = ("torch", "onnx")
     help="Rows to score (MTOP TSV or JSONL).",
 )
 @click.option("--engine", type=click.Choice(ENGINES), default="torch", help="Which engine decodes.")
-@click.option("--limit", type=click.IntRange(min=1), help="Score only the first N rows.")
+@click.option("--limit", type=click.IntRange(min=1), help="Read only the first N rows (malformed ones count).")
+@click.option("--strict", is_flag=True, help="Fail on the first malformed row instead of reporting and skipping it.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32)
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: the library's).")
@@ -42,13 +43,21 @@ ENGINES = ("torch", "onnx")
     help="onnx: also store the figures in the model's manifest under evaluation.NAME (what its card and "
     "the shipped-model test quote).",
 )
-def command(model_dir, data, engine, limit, batch_size, device, threads, constrain, label_pairs, as_json, record):
+def command(
+    model_dir, data, engine, limit, strict, batch_size, device, threads, constrain, label_pairs, as_json, record
+):
     """Greedy-decode every row and report exact match, intent accuracy, slot F1,
     well-formed rate and examples/s."""
-    from mtop_edge.data import read_examples
+    from mtop_edge.data import first_rows, read_dataset
+    from mtop_edge.errors import DataError
     from mtop_edge.evaluate import evaluate
 
-    examples = read_examples(data)[:limit]
+    dataset = first_rows(read_dataset(data, strict=strict), limit)
+    for error in dataset.errors:  # skipped, never silently: each one named on stderr
+        click.echo(f"skipped {error}", err=True)
+    examples = dataset.examples
+    if not examples:
+        raise DataError(f"no usable rows ({len(dataset.errors)} malformed)", data)
     if engine == "torch":
         from mtop_edge.torch_engine import TorchParser
 
@@ -69,6 +78,7 @@ def command(model_dir, data, engine, limit, batch_size, device, threads, constra
         "constrain": constrain if engine == "onnx" else None,
         "label_pairs": label_pairs if engine == "onnx" and constrain else None,
         **result.to_json(),
+        "malformed_rows": len(dataset.errors),
     }
     if record:
         if engine != "onnx":
@@ -83,7 +93,8 @@ def command(model_dir, data, engine, limit, batch_size, device, threads, constra
         return
     s = result.scores
     click.echo(
-        f"{engine} on {s.n} rows of {data}: exact match {s.exact_match:.4f}, intent accuracy "
+        f"{engine} on {s.n} rows of {data} ({len(dataset.errors)} malformed, skipped): exact match "
+        f"{s.exact_match:.4f}, intent accuracy "
         f"{s.intent_accuracy:.4f}, slot F1 {s.slot_f1:.4f}, well-formed {s.well_formed:.4f}, "
         f"{result.examples_per_s:.1f} examples/s"
     )
