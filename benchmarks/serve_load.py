@@ -100,8 +100,9 @@ async def drive(
 
 
 def in_process_p50(model: str | None, threads: int, utterances: list[str]) -> float:
-    from mtop_edge.runtime import Parser
+    from mtop_edge.runtime import Parser, share_thread_pool
 
+    share_thread_pool(threads)  # as the server does (this process runs no other onnxruntime session)
     parser = Parser.load(model, threads=threads)
     for u in utterances[:10]:
         parser.parse(u)
