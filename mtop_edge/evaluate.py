@@ -10,16 +10,16 @@ from tqdm import tqdm
 
 from mtop_edge.data import Example
 from mtop_edge.forms import Intent
-from mtop_edge.metrics import Scores, score
+from mtop_edge.metrics import Rejected, Scores, score
 
-ParseBatch = Callable[[Sequence[str]], list[Intent | None]]
+ParseBatch = Callable[[Sequence[str]], list[Intent | Rejected | None]]
 
 
 @dataclass(frozen=True)
 class Evaluation:
     scores: Scores
     seconds: float
-    predictions: list[Intent | None]
+    predictions: list[Intent | Rejected | None]
 
     @property
     def examples_per_s(self) -> float:
@@ -37,7 +37,7 @@ def evaluate(
     parse_batch: ParseBatch, examples: Sequence[Example], *, batch_size: int = 32, progress: bool = True
 ) -> Evaluation:
     """Run ``parse_batch`` over the rows in batches (timed) and score the trees against gold."""
-    predictions: list[Intent | None] = []
+    predictions: list[Intent | Rejected | None] = []
     started = time.perf_counter()
     with tqdm(total=len(examples), desc="evaluating", unit="row", disable=not progress, leave=False) as bar:
         for i in range(0, len(examples), batch_size):

@@ -172,10 +172,15 @@ def canonical(tree: Intent) -> tuple:
     return (tree.label, tuple(_canonical_slot(slot) for slot in tree.slots))
 
 
-def _canonical_slot(slot: Slot) -> tuple:
+def slot_value_key(slot: Slot) -> str | tuple:
+    """What a slot's value is compared by: its text without whitespace, or the nested intent's canonical key."""
     if isinstance(slot.value, Intent):
-        return (slot.label, canonical(slot.value))
-    return (slot.label, "".join("".join(w.split()) for w in slot.value))
+        return canonical(slot.value)
+    return "".join("".join(w.split()) for w in slot.value)
+
+
+def _canonical_slot(slot: Slot) -> tuple:
+    return (slot.label, slot_value_key(slot))
 
 
 def same_parse(a: Intent | None, b: Intent | None) -> bool:

@@ -6,11 +6,21 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from mtop_edge.forms import Intent, canonical, same_parse
+from mtop_edge.forms import Intent, same_parse, slot_value_key
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A row whose input the engine refused (empty, too long): a miss, but no output to judge."""
+
+    reason: str
 
 
 @dataclass(frozen=True)
 class Scores:
+    """``well_formed`` is the share of produced outputs that are trees: rejected inputs
+    (``input_errors``) produced none and are left out of it; every score counts them as misses."""
+
     n: int
     exact_match: float
     intent_accuracy: float
@@ -18,6 +28,7 @@ class Scores:
     slot_recall: float
     slot_f1: float
     well_formed: float
+    input_errors: int = 0
 
     def to_dict(self) -> dict[str, float | int]:
         return asdict(self)
@@ -28,21 +39,23 @@ def slot_items(tree: Intent) -> Counter:
     or the nested intent's canonical form. This is "label + span": a span is its text."""
     items: Counter = Counter()
     for slot in tree.walk_slots():
-        value = canonical(slot.value) if isinstance(slot.value, Intent) else "".join(slot.value)
-        items[(slot.label, value)] += 1
+        items[(slot.label, slot_value_key(slot))] += 1
     return items
 
 
-def score(golds: Sequence[Intent], predictions: Sequence[Intent | None]) -> Scores:
-    """Score predictions (None = malformed output) against gold trees, row by row."""
+def score(golds: Sequence[Intent], predictions: Sequence[Intent | Rejected | None]) -> Scores:
+    """Score predictions (None = malformed output, Rejected = no output) against gold trees, row by row."""
     if len(golds) != len(predictions):
         raise ValueError(f"{len(golds)} gold trees but {len(predictions)} predictions")
     n = len(golds)
-    exact = intent = well_formed = 0
+    exact = intent = well_formed = rejected = 0
     true_pos = pred_total = gold_total = 0
     for gold, pred in zip(golds, predictions, strict=True):
         gold_slots = slot_items(gold)
         gold_total += sum(gold_slots.values())
+        if isinstance(pred, Rejected):
+            rejected += 1
+            continue
         if pred is None:
             continue
         well_formed += 1
@@ -61,5 +74,6 @@ def score(golds: Sequence[Intent], predictions: Sequence[Intent | None]) -> Scor
         slot_precision=precision,
         slot_recall=recall,
         slot_f1=f1,
-        well_formed=well_formed / n if n else 0.0,
+        well_formed=well_formed / (n - rejected) if n > rejected else 0.0,
+        input_errors=rejected,
     )

@@ -6,6 +6,7 @@ the trainer produce identical ids by construction.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import sentencepiece as spm
@@ -31,6 +32,17 @@ def load_sentencepiece(path: str | Path) -> spm.SentencePieceProcessor:
 def marked_text(words: list[Word]) -> str:
     """The text a marker-format sentencepiece model is trained on: words joined by spaces."""
     return " ".join(w.text for w in words)
+
+
+@dataclass(frozen=True)
+class Source:
+    """An utterance ready for the encoder: its words (what pointers index), the input ids, and
+    whether words were cut so that it fits the model."""
+
+    utterance: str
+    words: list[Word]
+    ids: list[int]
+    truncated: bool
 
 
 class SourceEncoder:
@@ -60,12 +72,44 @@ class SourceEncoder:
             )
         return words[:limit], True
 
+    def prepare(self, utterance: str, *, truncate: bool = False) -> Source:
+        """Words and ids of one utterance: what every engine feeds its encoder.
+
+        With ``truncate``, words are cut from the end until both limits hold: the pointer count
+        and the source length in tokens (a few very long words can pass the first and not the second).
+
+        Raises:
+            InputError: empty, or over either limit without ``truncate`` (the message says which).
+        """
+        words, truncated = self.words(utterance, truncate=truncate)
+        if not truncate:
+            return Source(utterance, words, self.encode(utterance, words), False)
+        while True:
+            ids = self._ids(utterance, words)
+            if len(ids) <= self.spec.max_source_tokens:
+                return Source(utterance, words, ids, truncated)
+            if len(words) == 1:
+                raise InputError(
+                    f"the first word alone is {len(ids)} tokens long; the model takes at most "
+                    f"{self.spec.max_source_tokens}, so no truncation fits"
+                )
+            words, truncated = words[:-1], True
+
     def encode(self, utterance: str, words: list[Word]) -> list[int]:
         """Encoder input ids, EOS included.
 
         Raises:
             InputError: the ids exceed the model's source length.
         """
+        ids = self._ids(utterance, words)
+        if len(ids) > self.spec.max_source_tokens:
+            raise InputError(
+                f"utterance is {len(ids)} tokens long; the model takes at most {self.spec.max_source_tokens} "
+                "(use --truncate to parse the first words that fit)"
+            )
+        return ids
+
+    def _ids(self, utterance: str, words: list[Word]) -> list[int]:
         if self.spec.markers:
             ids: list[int] = []
             for pointer_id, pieces in zip(
@@ -77,8 +121,4 @@ class SourceEncoder:
             end = words[-1].end
             ids = self.processor.encode(utterance[:end])
         ids.append(self.spec.eos_id)
-        if len(ids) > self.spec.max_source_tokens:
-            raise InputError(
-                f"utterance is {len(ids)} tokens long; the model takes at most {self.spec.max_source_tokens}"
-            )
         return ids

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from mtop_edge.errors import DeviceError, InputError, ModelError, require
 from mtop_edge.forms import Intent
+from mtop_edge.metrics import Rejected
 from mtop_edge.source import SourceEncoder, load_sentencepiece
 from mtop_edge.spec import SP_MODEL_FILE, PointerSpec
 
@@ -89,7 +90,7 @@ class TorchParser:
             torch.set_num_threads(threads)
         model_dir = Path(model_dir)
         self.spec = PointerSpec.load(model_dir)
-        self.encoder = SourceEncoder(load_sentencepiece(model_dir / SP_MODEL_FILE), self.spec)
+        self.source = SourceEncoder(load_sentencepiece(model_dir / SP_MODEL_FILE), self.spec)
         self.model = load_checkpoint(model_dir).to(device)
         self.device = device
 
@@ -97,21 +98,25 @@ class TorchParser:
         """Greedy output ids per row; see greedy_generate."""
         return greedy_generate(self.model, sources, self.spec, device=self.device, **kwargs)
 
-    def parse_batch(self, utterances: Sequence[str]) -> list[Intent | None]:
-        """Trees per utterance; None where the output is malformed or the input cannot be encoded."""
+    def parse_batch(self, utterances: Sequence[str]) -> list[Intent | Rejected | None]:
+        """Trees per utterance; None where the output is malformed (or never ended), Rejected where
+        the input cannot be encoded."""
         encoded = []
         for utterance in utterances:
             try:
-                words, _ = self.encoder.words(utterance)
-                encoded.append((utterance, words, self.encoder.encode(utterance, words)))
-            except InputError:
-                encoded.append(None)
-        usable = [e for e in encoded if e is not None]
+                source = self.source.prepare(utterance)
+                encoded.append((utterance, source.words, source.ids))
+            except InputError as exc:
+                encoded.append(Rejected(str(exc)))
+        usable = [e for e in encoded if not isinstance(e, Rejected)]
         outputs = iter(self.generate_ids([e[2] for e in usable]) if usable else [])
         trees: list[Intent | None] = []
         for entry in encoded:
-            if entry is None:
-                trees.append(None)
+            if isinstance(entry, Rejected):
+                trees.append(entry)
                 continue
-            trees.append(self.spec.try_decode(next(outputs)[1:], entry[0], entry[1]))  # past the decoder start
+            row = next(outputs)
+            # a row that never reached EOS hit the step cap: malformed, as the ONNX runtime treats it
+            ended = self.spec.eos_id in row[1:]
+            trees.append(self.spec.try_decode(row[1:], entry[0], entry[1]) if ended else None)
         return trees

@@ -134,15 +134,14 @@ def encode_examples(examples: Sequence[Example], spec: PointerSpec, encoder: Sou
         try:
             if tokens is None:
                 raise MtopEdgeError(reason)
-            words, _ = encoder.words(example.utterance)
-            source = encoder.encode(example.utterance, words)
+            source = encoder.prepare(example.utterance)
             target = spec.target_ids(tokens)
         except (MtopEdgeError, KeyError) as exc:
             skipped.append(f"{example.path}:{example.line}: {exc}")
             continue
-        rows.append({"input_ids": source, "attention_mask": [1] * len(source), "labels": target})
+        rows.append({"input_ids": source.ids, "attention_mask": [1] * len(source.ids), "labels": target})
         kept.append(example)
-        kept_words.append(words)
+        kept_words.append(source.words)
     return Features(rows, kept, skipped, kept_words)
 
 

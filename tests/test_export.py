@@ -20,8 +20,8 @@ def unconstrained_ids(model_dir, utterances):
     parser = Parser.load(model_dir, constrain=False)
     rows = []
     for utterance in utterances:
-        words, _ = parser.encoder.words(utterance)
-        rows.append((parser.encoder.encode(utterance, words), len(words)))
+        source = parser.source.prepare(utterance)
+        rows.append((source.ids, len(source.words)))
     decoded = parser.decode_ids([r[0] for r in rows], [r[1] for r in rows])
     return [parser.original_ids(ids) for ids in decoded.ids]
 

@@ -176,3 +176,27 @@ def test_words_keep_letters_with_their_marks(utterance, words):
     assert [w.start for w in split] == [
         utterance.index(text, split[i - 1].end if i else 0) for i, text in enumerate(words)
     ]
+
+
+def test_slot_offsets_equal_mtops_own_span_column():
+    # MTOP's TSV lists each top-level slot as start:end:label, computed by MTOP, not by us: the pointer
+    # read-back and the runtime's result objects must reproduce those offsets exactly
+    from mtop_edge.runtime.results import ParseResult
+
+    from .conftest import DATA
+
+    checked = 0
+    for line in (DATA / "eval_sample.tsv").read_text().splitlines():
+        columns = line.split("\t")
+        utterance, tree = columns[3], parse(columns[6])
+        mtop_spans = {}
+        for item in filter(None, columns[2].split(",")):
+            start, end, label = item.split(":", 2)
+            mtop_spans.setdefault(label, []).append((int(start), int(end)))
+        words = split_words(utterance)
+        read_back = from_pointer_tokens(to_pointer_tokens(tree, words), utterance, words)
+        for slot in ParseResult(utterance, read_back).to_json()["slots"]:
+            if "text" in slot:  # top-level text slots: MTOP gives their spans
+                assert (slot["start"], slot["end"]) in mtop_spans[slot["label"]], (utterance, slot)
+                checked += 1
+    assert checked >= 40

@@ -39,9 +39,9 @@ def test_unconstrained_runtime_equals_pytorch_greedy_token_for_token(tiny_model,
     utterances = [row["utterance"] for row in EVAL_ROWS[:64]]
     sources, counts = [], []
     for utterance in utterances:
-        words, _ = parser.encoder.words(utterance)
-        sources.append(parser.encoder.encode(utterance, words))
-        counts.append(len(words))
+        source = parser.source.prepare(utterance)
+        sources.append(source.ids)
+        counts.append(len(source.words))
     expected = torch_parser.generate_ids(sources, target_only=True)
     for batch_size in (1, 7, 64):  # padding and per-row stopping must not change anything
         got = []
@@ -360,3 +360,40 @@ def test_one_shared_thread_pool_per_process(tiny_export):
     )
     assert shared.returncode == 0, shared.stderr
     assert shared.stdout.strip() == Parser.load(tiny_export[0]).parse("set an alarm for 7am").logical_form
+
+
+def _distinct_words(count: int) -> list[str]:
+    return ["".join(chr(97 + (i // 26**k) % 26) for k in range(3)) + "z" for i in range(count)]
+
+
+def test_truncation_keeps_the_first_words(tiny_export):
+    source = Parser.load(tiny_export[0]).source
+    limit = source.spec.vocab.max_pointers
+    words = _distinct_words(limit + 7)
+    prepared = source.prepare(" ".join(words), truncate=True)
+    assert prepared.truncated and [w.text for w in prepared.words] == words[:limit]
+
+
+def test_truncation_also_fits_the_token_limit(tiny_export):
+    source = Parser.load(tiny_export[0]).source
+    max_tokens = source.spec.max_source_tokens
+    # twelve very long words: few enough for the pointers, far too many pieces for the encoder
+    long_words = ["".join(chr(97 + (i * 7 + k * 3) % 26) for k in range(max_tokens // 4)) for i in range(12)]
+    utterance = " ".join(long_words)
+    with pytest.raises(InputError, match="--truncate"):
+        source.prepare(utterance)
+    prepared = source.prepare(utterance, truncate=True)
+    assert prepared.truncated and len(prepared.ids) <= max_tokens
+    assert [w.text for w in prepared.words] == long_words[: len(prepared.words)] and prepared.words
+    result = run("--model", str(tiny_export[0]), "--truncate", "--json", utterance)
+    assert result.exit_code == 0 and json.loads(result.output)["truncated"] is True
+
+
+def test_outputs_closed_at_the_step_cap_are_flagged(tiny_export):
+    utterances = [row["utterance"] for row in EVAL_ROWS[:20]]
+    capped = Parser.load(tiny_export[0], max_steps=6).parse_batch(utterances)
+    assert all(r.ok for r in capped)  # the grammar still closes every tree...
+    flagged = [r for r in capped if r.capped]
+    assert flagged and all(r.to_json()["capped"] is True for r in flagged)  # ...and says it had to
+    free = Parser.load(tiny_export[0], max_steps=6, constrain=False).parse_batch(utterances, strict=False)
+    assert all(r.capped for r in free if not r.ok and "no end of sequence" in r.error)

@@ -23,10 +23,10 @@ def encoded_rows(parser: Parser, examples):
     rows = []
     for example in examples:
         try:
-            words, _ = parser.encoder.words(example.utterance)
+            source = parser.source.prepare(example.utterance)
         except InputError:
             continue
-        rows.append((example, parser.encoder.encode(example.utterance, words), len(words)))
+        rows.append((example, source.ids, len(source.words)))
     return rows
 
 
@@ -73,7 +73,7 @@ def main() -> None:
                 decoded = parser.decode_ids(sources, counts)
                 for (example, _, _), row, ended in zip(chunk, decoded.ids, decoded.ended, strict=True):
                     ids.append(row if ended else None)
-                    words = parser.encoder.words(example.utterance)[0]
+                    words = parser.source.words(example.utterance)[0]
                     tree = parser.spec.try_decode(parser.original_ids(row), example.utterance, words) if ended else None
                     hits += same_parse(tree, example.tree)
             tag = "constrained" if constrain else "unconstrained"

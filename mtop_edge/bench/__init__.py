@@ -149,12 +149,12 @@ def prepare_inputs(
     kept, sources, counts = [], [], []
     for example in examples:
         try:
-            words, _ = encoder.words(example.utterance)
-            sources.append(encoder.encode(example.utterance, words))
+            source = encoder.prepare(example.utterance)
+            sources.append(source.ids)
         except InputError:
             continue
         kept.append(example)
-        counts.append(len(words))
+        counts.append(len(source.words))
         if len(kept) == rows:
             break
     forced = None

@@ -76,8 +76,7 @@ def seen_source_ids(checkpoint: Path, data: Path | None, encoder: SourceEncoder)
     seen: set[int] = set()
     for example in read_examples(data):
         try:
-            words, _ = encoder.words(example.utterance)
-            seen.update(encoder.encode(example.utterance, words))
+            seen.update(encoder.prepare(example.utterance).ids)
         except MtopEdgeError:
             continue
     return sorted(seen)

@@ -25,8 +25,8 @@ def _rows(examples: Sequence[Example], encoder: SourceEncoder, n: int) -> list[t
     rows = []
     for example in examples:
         try:
-            words, _ = encoder.words(example.utterance)
-            rows.append((example, words, encoder.encode(example.utterance, words)))
+            source = encoder.prepare(example.utterance)
+            rows.append((example, source.words, source.ids))
         except InputError:
             continue
         if len(rows) == n:

@@ -10,6 +10,7 @@ import numpy as np
 from mtop_edge.errors import FormError, InputError, ModelError
 from mtop_edge.forms import Intent
 from mtop_edge.manifest import DEFAULT_MODEL_DIR, Manifest
+from mtop_edge.metrics import Rejected
 from mtop_edge.pointer import Word
 from mtop_edge.runtime.decoder import Decoded, GreedyDecoder
 from mtop_edge.runtime.grammar import Grammar
@@ -51,7 +52,7 @@ class Parser:
         self.manifest = manifest
         self.spec = manifest.spec
         self.decoder = decoder
-        self.encoder = SourceEncoder(load_sentencepiece(manifest.directory / SP_MODEL_FILE), self.spec)
+        self.source = SourceEncoder(load_sentencepiece(manifest.directory / SP_MODEL_FILE), self.spec)
         # the grammar works over the trimmed decoder's ids, or over the target columns of an untrimmed one
         columns = manifest.decoder_ids or self.spec.decoder_vocabulary()
         self.grammar = Grammar(self.spec, columns, use_pairs=label_pairs) if constrain else None
@@ -60,7 +61,7 @@ class Parser:
         self._encoder_map = None
         if manifest.encoder_ids is not None:  # the encoder vocabulary was trimmed: map ids, unseen -> <unk>
             kept = {original: i for i, original in enumerate(manifest.encoder_ids)}
-            size = max(self.encoder.processor.get_piece_size(), max(self.spec.symbol_ids) + 1)
+            size = max(self.source.processor.get_piece_size(), max(self.spec.symbol_ids) + 1)
             self._encoder_map = np.array([kept.get(i, kept[self.spec.unk_id]) for i in range(size)], dtype=np.int64)
 
     @classmethod
@@ -108,12 +109,12 @@ class Parser:
         prepared = []
         for i, utterance in enumerate(utterances):
             try:
-                words, truncated = self.encoder.words(utterance, truncate=truncate)
-                prepared.append((i, utterance, words, truncated, self.encoder.encode(utterance, words)))
+                source = self.source.prepare(utterance, truncate=truncate)
+                prepared.append((i, utterance, source.words, source.truncated, source.ids))
             except InputError as exc:
                 if strict:
                     raise
-                results[i] = ParseResult(utterance, None, error=str(exc))
+                results[i] = ParseResult(utterance, None, error=str(exc), rejected=True)
         prepared.sort(key=lambda row: len(row[4]))
         for start in range(0, len(prepared), batch_size):
             chunk = prepared[start : start + batch_size]
@@ -122,9 +123,9 @@ class Parser:
                 results[i] = self._result(utterance, words, truncated, ids, ended)
         return results
 
-    def parse_trees(self, utterances: Sequence[str]) -> list[Intent | None]:
-        """Trees only (None where the input or output is bad): what `evaluate` scores."""
-        return [r.tree for r in self.parse_batch(utterances, strict=False)]
+    def parse_trees(self, utterances: Sequence[str]) -> list[Intent | Rejected | None]:
+        """What `evaluate` scores: the tree, None for a malformed output, Rejected for a refused input."""
+        return [Rejected(r.error) if r.rejected else r.tree for r in self.parse_batch(utterances, strict=False)]
 
     def decode_ids(
         self, sources: Sequence[Sequence[int]], n_words: Sequence[int], *, forced_steps: int | None = None
@@ -149,10 +150,13 @@ class Parser:
         return self._original[np.asarray(exported, dtype=np.int64)].tolist()
 
     def _result(self, utterance: str, words: list[Word], truncated: bool, ids: list[int], ended: bool) -> ParseResult:
+        # EOS on the last allowed step: with constraints the grammar had to close the tree there (it forces
+        # the closing brackets once the steps left only just suffice); without, the output was cut
+        capped = not ended or len(ids) + 1 >= self.max_steps
         try:
             if not ended:
                 raise FormError(f"no end of sequence within {self.max_steps} steps", position=len(ids), unit="token")
             tree = self.spec.decode(self.original_ids(ids), utterance, words)
         except FormError as exc:
-            return ParseResult(utterance, None, error=f"malformed output {exc}", truncated=truncated)
-        return ParseResult(utterance, tree, truncated=truncated)
+            return ParseResult(utterance, None, error=f"malformed output {exc}", truncated=truncated, capped=capped)
+        return ParseResult(utterance, tree, truncated=truncated, capped=capped)

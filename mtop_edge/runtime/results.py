@@ -52,6 +52,8 @@ class ParseResult:
     tree: Intent | None
     error: str | None = None
     truncated: bool = False
+    rejected: bool = False  # the input was refused (empty, too long): nothing was decoded
+    capped: bool = False  # decoding hit the step cap: the grammar closed the tree (constrained) or it was cut
 
     @property
     def ok(self) -> bool:
@@ -72,6 +74,8 @@ class ParseResult:
         result["slots"] = [s.to_json() for s in intent.slots] if intent else []
         if self.truncated:
             result["truncated"] = True
+        if self.capped:
+            result["capped"] = True
         if self.error:
             result["error"] = self.error
         return result

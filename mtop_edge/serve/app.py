@@ -119,7 +119,7 @@ def create_app(parser: Parser, settings: ServeSettings = ServeSettings()) -> Sta
         parse_request = read_parse_request(await read_body(request), max_items=settings.max_items)
         if parse_request.single:  # one utterance: a bad one is the request's error, not an item's
             try:
-                parser.encoder.words(parse_request.utterances[0], truncate=parse_request.truncate)
+                parser.source.prepare(parse_request.utterances[0], truncate=parse_request.truncate)
             except InputError as exc:
                 raise ApiError(422, "invalid_utterance", str(exc)) from None
         try:
