@@ -1,4 +1,5 @@
-"""The library's exceptions. The CLI maps them to one-line messages and exit codes here, in one place."""
+"""The library's exceptions, each with the exit code it means (``exit_code``). The CLI
+(``mtop_edge.cli._Group``) turns any of them into a one-line message and that exit code."""
 
 from __future__ import annotations
 

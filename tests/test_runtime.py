@@ -122,13 +122,41 @@ def test_random_logits_always_decode_to_well_formed_trees(seed, n_words, cap, us
     assert state.finished.all()
     for row, ids in enumerate(outputs):
         original = [columns[i] for i in ids] if not untrimmed else ids
-        utterance = " ".join(f"w{i}" for i in range(n_words[row]))
+        utterance = " ".join(_distinct_words(n_words[row]))  # exactly n_words[row] words
+        assert len(split_words(utterance)) == n_words[row]
+        _assert_pointer_runs([spec._symbol_of_id.get(i, "") for i in original], n_words[row])
         tree = spec.decode(original, utterance, split_words(utterance))  # raises if malformed
         assert isinstance(tree, Intent)
         if use_pairs:
             assert tree.label in VOCAB.root_intents
             for intent in tree.walk_intents():
                 assert all(s.label in VOCAB.intent_slots[intent.label] for s in intent.slots)
+                for slot in intent.slots:  # only intents seen nested in that slot may nest there
+                    if isinstance(slot.value, Intent):
+                        assert slot.value.label in VOCAB.slot_intents[slot.label]
+
+
+def _assert_pointer_runs(symbols: list[str], n_words: int) -> None:
+    """The tree rules on pointers, checked on the symbols themselves: inside a slot they are
+    consecutive word indices below the word count, and they appear nowhere else."""
+    from mtop_edge.pointer import pointer_index
+
+    stack: list[str] = []
+    previous: int | None = None
+    for symbol in symbols:
+        if symbol == "":  # EOS
+            break
+        index = pointer_index(symbol)
+        if index is not None:
+            assert stack and stack[-1].startswith("[SL:"), f"pointer {symbol} outside a slot"
+            assert index < n_words and (previous is None or index == previous + 1), symbols
+            previous = index
+        elif symbol == "]":
+            stack.pop()
+            previous = None
+        else:
+            stack.append(symbol)
+            previous = None
 
 
 # -- no torch on the parse path --------------------------------------------------------------------

@@ -123,7 +123,7 @@ def plots(result: dict, stem: Path) -> list[Path]:
     fig, axes = plt.subplots(len(models), 1, figsize=(10, 3.2 * len(models)), squeeze=False)
     for ax, model in zip(axes[:, 0], models, strict=True):
         best = sorted(best_rows(rows, model).items(), key=lambda item: item[1]["p50_ms"])
-        ax.boxplot([r["latencies_ms"] for _, r in best], vert=False, showfliers=False)
+        ax.boxplot([r["latencies_ms"] for _, r in best], orientation="horizontal", showfliers=False)
         ax.set_yticks(range(1, len(best) + 1), [f"{label} [{r['threads']} thr]" for label, r in best], fontsize=7)
         ax.set_xscale("log")
         ax.set_xlabel("batch-1 latency, ms (log)")

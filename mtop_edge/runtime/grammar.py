@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from mtop_edge.forms import INTENT_PREFIX, SLOT_PREFIX
 from mtop_edge.pointer import CLOSE, pointer_index
 from mtop_edge.spec import PointerSpec
 
@@ -49,10 +50,10 @@ class Grammar:
                     self.kind[exported], pad_id = PAD, exported
             elif symbol == CLOSE:
                 self.kind[exported], close_id = CLOSER, exported
-            elif symbol.startswith("[IN:"):
+            elif symbol.startswith("[" + INTENT_PREFIX):
                 k = intent_index[symbol[1:]]
                 self.kind[exported], self.arg[exported], intent_ids[k] = INTENT, k, exported
-            elif symbol.startswith("[SL:"):
+            elif symbol.startswith("[" + SLOT_PREFIX):
                 k = slot_index[symbol[1:]]
                 self.kind[exported], self.arg[exported], slot_ids[k] = SLOT, k, exported
             else:
