@@ -425,3 +425,14 @@ def test_outputs_closed_at_the_step_cap_are_flagged(tiny_export):
     assert flagged and all(r.to_json()["capped"] is True for r in flagged)  # ...and says it had to
     free = Parser.load(tiny_export[0], max_steps=6, constrain=False).parse_batch(utterances, strict=False)
     assert all(r.capped for r in free if not r.ok and "no end of sequence" in r.error)
+
+
+def test_in_process_callers_keep_per_session_pools(tiny_export):
+    # the CLI invoked in-process and the bench's engine class must not turn on onnxruntime's global
+    # pool: it would then refuse every other library's session in the host process
+    from mtop_edge.bench.engines import MtopEdgeEngine
+
+    assert run("--model", str(tiny_export[0]), "--threads", "2", "call mom").exit_code == 0
+    MtopEdgeEngine(tiny_export[0], threads=2, device="cpu", constrain=True)
+    session = ort.InferenceSession(str(tiny_export[0] / "encoder_model.onnx"), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].name == "input_ids"

@@ -55,10 +55,8 @@ class MtopEdgeEngine(Engine):
     """The mtop-edge runtime on its own export."""
 
     def __init__(self, model_dir: Path, *, threads: int, device: str, constrain: bool) -> None:
-        from mtop_edge.runtime import Parser, share_thread_pool
+        from mtop_edge.runtime import Parser
 
-        if device == "cpu":
-            share_thread_pool(threads)  # a worker process runs this engine alone
         self.parser = Parser.load(model_dir, threads=threads, device=device, constrain=constrain)
 
     def run(self, sources, n_words, forced_steps):

@@ -31,6 +31,10 @@ def main() -> None:
     from mtop_edge.spec import PointerSpec
 
     spec = PointerSpec.load(config["checkpoint"])
+    if config["engine"].startswith("mtop-edge") and config["device"] == "cpu":
+        from mtop_edge.runtime import share_thread_pool
+
+        share_thread_pool(config["threads"])  # this process runs the one engine: one pool for its sessions
     started = time.perf_counter()  # load time includes importing the engine's libraries, as a user's start does
     engine = load_engine(
         config["engine"], config["artifacts"], spec, threads=config["threads"], device=config["device"]
