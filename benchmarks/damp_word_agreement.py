@@ -1,0 +1,92 @@
+"""How often can a word splitter that sees only the utterance reproduce the source words a DAMP
+pointer checkpoint was trained on? (Groundwork for issue 12.)
+
+DAMP (SALT-NLP) re-spaces each training source so that every token of the gold logical form's
+slots stands alone ("for 7pm" -> "for 7 pm" when the slot reads "7 pm"), then points at positions
+in the whitespace split of that re-spaced source. At parse time there is no gold form, so a
+splitter must guess the same words. This script re-implements the re-spacing as described
+(find each slot token after the previous one, surround it with spaces) and reports, per candidate
+splitter, the share of MTOP rows whose words come out identical.
+
+    python benchmarks/damp_word_agreement.py ../shared/data/mtop/en/train.jsonl ../shared/data/mtop/en/eval.txt
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+
+from mtop_edge.data import read_examples
+from mtop_edge.forms import serialize
+from mtop_edge.pointer import split_words
+
+
+def damp_words(utterance: str, logical_form: str) -> list[str]:
+    """The source words of DAMP's training input: slot tokens isolated, then a whitespace split."""
+    source, previous = utterance, 0
+    for token in logical_form.split():
+        if token.startswith(("[", "]")):
+            continue
+        found = source.find(token, previous)
+        offset = found if found >= 0 else source.find(token)  # DAMP falls back to a search from the start
+        if offset < 0:
+            continue
+        source = source[:offset] + " " + token + " " + source[offset + len(token) :]
+        previous = offset + len(token) + 2
+    return source.split()
+
+
+_DIGIT_LETTER = re.compile(r"(?<=\d)(?=[^\W\d_])|(?<=[^\W\d_])(?=\d)")
+_EDGE_PUNCT = re.compile(r"^([^\w]+)|([^\w]+)$")
+
+_AM_PM = re.compile(r"(?<=\d)(?=(?:am|pm|AM|PM|a\.m\.|p\.m\.)\b)")
+_CLOCK = re.compile(r"(?<=\d)(:)(?=\d)")
+_CLITIC = re.compile(r"(?<=\w)('s|\u2019s)\b")
+
+
+def rules(utterance: str) -> list[str]:
+    """The best of 64 rule combinations tried: 7pm -> 7 pm (ordinals stay: 21st), 7:30 -> 7 : 30,
+    Larry's -> Larry 's, and . , ? ! split off a word's end."""
+    text = _CLITIC.sub(r" \1", _CLOCK.sub(r" \1 ", _AM_PM.sub(" ", utterance)))
+    words = []
+    for word in text.split():
+        tail = []
+        while len(word) > 1 and word[-1] in ".,?!":
+            tail.insert(0, word[-1])
+            word = word[:-1]
+        words += [word, *tail]
+    return words
+
+
+CANDIDATES = {
+    "whitespace": lambda u: u.split(),
+    "whitespace + digit/letter": lambda u: _DIGIT_LETTER.sub(" ", u).split(),
+    "whitespace + digit/letter + edge punctuation": lambda u: [
+        part for word in _DIGIT_LETTER.sub(" ", u).split() for part in _split_edges(word)
+    ],
+    "mtop-edge split_words": lambda u: [w.text for w in split_words(u)],
+    "rules (am/pm, clock, 's, end punctuation)": rules,
+}
+
+
+def _split_edges(word: str) -> list[str]:
+    """'Paris?' -> Paris, ?; '(mom)' -> (, mom, ); a word of punctuation alone stays whole."""
+    match = re.fullmatch(r"([^\w]*)(.*?)([^\w]*)", word)
+    if match is None or not match.group(2):
+        return [word]
+    head, core, tail = match.groups()
+    return [*head, core, *tail] if (head or tail) else [core]
+
+
+def main(paths: list[str]) -> None:
+    for path in paths:
+        examples = read_examples(path)
+        expected = [damp_words(e.utterance, serialize(e.tree)) for e in examples]
+        print(f"{path}: {len(examples)} rows")
+        for name, split in CANDIDATES.items():
+            same = sum(split(e.utterance) == words for e, words in zip(examples, expected, strict=True))
+            print(f"  {name:48s} {same / len(examples):.4f} ({same})")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
