@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import sentencepiece as spm
 
 from mtop_edge.errors import InputError, ModelError
@@ -122,3 +123,14 @@ class SourceEncoder:
             ids = self.processor.encode(utterance[:end])
         ids.append(self.spec.eos_id)
         return ids
+
+
+def pad_batch(sources: list[list[int]] | tuple, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Input ids padded to the longest row with ``pad_id``, and the attention mask (int64 both)."""
+    width = max(len(s) for s in sources)
+    ids = np.full((len(sources), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(sources), width), dtype=np.int64)
+    for row, source in enumerate(sources):
+        ids[row, : len(source)] = source
+        mask[row, : len(source)] = 1
+    return ids, mask

@@ -11,7 +11,7 @@ from pathlib import Path
 from mtop_edge.errors import DeviceError, InputError, ModelError, require
 from mtop_edge.forms import Intent
 from mtop_edge.metrics import Rejected
-from mtop_edge.source import SourceEncoder, load_sentencepiece
+from mtop_edge.source import SourceEncoder, load_sentencepiece, pad_batch
 from mtop_edge.spec import SP_MODEL_FILE, PointerSpec
 
 
@@ -49,12 +49,8 @@ def greedy_generate(
     """
     import torch
 
-    width = max(len(s) for s in sources)
-    ids = torch.full((len(sources), width), spec.pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sources), width), dtype=torch.long)
-    for row, source in enumerate(sources):
-        ids[row, : len(source)] = torch.tensor(source)
-        mask[row, : len(source)] = 1
+    padded, padded_mask = pad_batch(sources, spec.pad_id)
+    ids, mask = torch.from_numpy(padded), torch.from_numpy(padded_mask)
     kwargs = {}
     if target_only:
         import numpy as np

@@ -15,7 +15,7 @@ from mtop_edge.pointer import Word
 from mtop_edge.runtime.decoder import Decoded, GreedyDecoder
 from mtop_edge.runtime.grammar import Grammar
 from mtop_edge.runtime.results import ParseResult
-from mtop_edge.source import SourceEncoder, load_sentencepiece
+from mtop_edge.source import SourceEncoder, load_sentencepiece, pad_batch
 from mtop_edge.spec import SP_MODEL_FILE
 
 
@@ -131,12 +131,7 @@ class Parser:
         self, sources: Sequence[Sequence[int]], n_words: Sequence[int], *, forced_steps: int | None = None
     ) -> Decoded:
         """Greedy decoding of encoded sources; ids are the exported decoder's."""
-        width = max(len(s) for s in sources)
-        ids = np.full((len(sources), width), self.spec.pad_id, dtype=np.int64)
-        mask = np.zeros((len(sources), width), dtype=np.int64)
-        for row, source in enumerate(sources):
-            ids[row, : len(source)] = source
-            mask[row, : len(source)] = 1
+        ids, mask = pad_batch(sources, self.spec.pad_id)
         if self._encoder_map is not None:
             ids = self._encoder_map[ids]
         return self.decoder.decode(
