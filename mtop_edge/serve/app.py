@@ -24,7 +24,7 @@ from mtop_edge.runtime import Parser, share_thread_pool
 from mtop_edge.serve.batcher import Batcher, DrainingError, QueueFullError
 from mtop_edge.serve.metrics import Metrics
 from mtop_edge.serve.openapi import openapi_schema
-from mtop_edge.serve.requests import ApiError, read_parse_request
+from mtop_edge.serve.validation import ApiError, read_parse_request
 
 SETTINGS_ENV = "MTOP_EDGE_SERVE_SETTINGS"
 STATUS_CODES = {404: "not_found", 405: "method_not_allowed"}
