@@ -24,19 +24,14 @@ from pathlib import Path
 
 import httpx
 
+from mtop_edge.bench import percentile
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "mtop_edge" / "samples" / "eval_sample.jsonl"
 MODES = {
     "batching on": ["--max-batch", "32", "--max-wait-ms", "5"],
     "batching off": ["--max-batch", "1", "--max-wait-ms", "0"],
 }
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * q
-    low, high = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (k - low)
 
 
 class Server:

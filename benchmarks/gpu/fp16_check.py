@@ -17,6 +17,7 @@ from mtop_edge.data import read_examples
 from mtop_edge.errors import InputError
 from mtop_edge.forms import same_parse
 from mtop_edge.runtime import Parser
+from mtop_edge.source import pad_batch
 
 
 def encoded_rows(parser: Parser, examples):
@@ -33,11 +34,7 @@ def encoded_rows(parser: Parser, examples):
 def finite_first_step(parser: Parser, sources, n_words) -> bool:
     """Encoder states and the first step's logits of one batch are all finite."""
     decoder = parser.decoder
-    width = max(len(s) for s in sources)
-    ids = np.full((len(sources), width), parser.spec.pad_id, dtype=np.int64)
-    mask = np.zeros_like(ids)
-    for row, source in enumerate(sources):
-        ids[row, : len(source)], mask[row, : len(source)] = source, 1
+    ids, mask = pad_batch(sources, parser.spec.pad_id)
     (hidden,) = decoder.encoder.run(["last_hidden_state"], {"input_ids": ids, "attention_mask": mask})
     start = np.full((len(sources), 1), decoder.start_id, dtype=np.int64)
     logits = decoder.first.run(

@@ -49,16 +49,10 @@ def profile_kind(profile: Path) -> str:
     return PROFILE_PREFIX + ExportOptions.load(profile).name
 
 
-def _mtop_edge(checkpoint: Path, quantize: str, profile: Path | None = None) -> Callable[[Path], None]:
+def _mtop_edge(checkpoint: Path, options) -> Callable[[Path], None]:
     def make(path: Path) -> None:
         from mtop_edge.export import export_model
-        from mtop_edge.export.options import ExportOptions
 
-        options = (
-            ExportOptions.load(profile, parity_rows=0)
-            if profile
-            else ExportOptions.load(None, quantize=quantize, parity_rows=0)
-        )
         export_model(str(checkpoint), path, options, log=lambda _: None)
 
     return make
@@ -127,8 +121,8 @@ def build_artifacts(
 
     root = work / f"{checkpoint.name}-{checkpoint_hash(checkpoint)[:12]}"
     makers = {
-        "mtop-edge-int8": lambda: _mtop_edge(checkpoint, "int8"),
-        "mtop-edge-fp32": lambda: _mtop_edge(checkpoint, "none"),
+        "mtop-edge-int8": lambda: _mtop_edge(checkpoint, ExportOptions.load(None, quantize="int8", parity_rows=0)),
+        "mtop-edge-fp32": lambda: _mtop_edge(checkpoint, ExportOptions.load(None, quantize="none", parity_rows=0)),
         "optimum-fp32": lambda: _optimum_fp32(checkpoint),
         "optimum-int8": lambda: _optimum_int8(root / "optimum-fp32"),
         "ctranslate2-int8": lambda: _ctranslate2(checkpoint, spec, "int8"),
@@ -137,8 +131,9 @@ def build_artifacts(
     folders = {kind: kind for kind in kinds}
     for profile in profiles:
         kind = profile_kind(profile)
-        digest = hashlib.sha256(ExportOptions.load(profile).to_toml().encode()).hexdigest()[:8]
-        makers[kind] = lambda profile=profile: _mtop_edge(checkpoint, "", profile)
+        options = ExportOptions.load(profile, parity_rows=0)
+        digest = hashlib.sha256(options.to_toml().encode()).hexdigest()[:8]
+        makers[kind] = lambda options=options: _mtop_edge(checkpoint, options)
         folders[kind] = f"{kind}-{digest}"
     paths = {"checkpoint": str(checkpoint)}
     for kind, folder in folders.items():

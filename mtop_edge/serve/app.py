@@ -19,7 +19,6 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from mtop_edge.errors import InputError
 from mtop_edge.runtime import Parser, share_thread_pool
 from mtop_edge.serve.batcher import Batcher, DrainingError, QueueFullError
 from mtop_edge.serve.metrics import Metrics
@@ -117,11 +116,6 @@ def create_app(parser: Parser, settings: ServeSettings = ServeSettings()) -> Sta
         if batcher is None or batcher.draining:
             raise ApiError(503, "unavailable", "the service is starting or shutting down", {"Retry-After": "1"})
         parse_request = read_parse_request(await read_body(request), max_items=settings.max_items)
-        if parse_request.single:  # one utterance: a bad one is the request's error, not an item's
-            try:
-                parser.source.prepare(parse_request.utterances[0], truncate=parse_request.truncate)
-            except InputError as exc:
-                raise ApiError(422, "invalid_utterance", str(exc)) from None
         try:
             results = await batcher.submit(parse_request.utterances, truncate=parse_request.truncate)
         except QueueFullError as exc:
@@ -130,6 +124,8 @@ def create_app(parser: Parser, settings: ServeSettings = ServeSettings()) -> Sta
             raise ApiError(503, "unavailable", str(exc), {"Retry-After": "1"}) from None
         finally:
             metrics.queue_depth.set(batcher.pending)
+        if parse_request.single and results[0].rejected:  # one utterance: a refused one is the request's error
+            raise ApiError(422, "invalid_utterance", results[0].error)
         records = [r.to_json() for r in results]
         for record in records:
             if "error" in record:

@@ -59,6 +59,7 @@ class Batcher:
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mtop-edge-parse")
         self._task: asyncio.Task | None = None
+        self._held: _Job | None = None  # taken from the queue but did not fit the last batch
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -80,8 +81,9 @@ class Batcher:
         return await job.future
 
     async def _gather(self) -> list[_Job]:
-        jobs = [await self._queue.get()]
-        size = len(jobs[0].utterances)
+        """The next batch: the held-over or first waiting job, then whatever fits (waiting up to max_wait)."""
+        first, self._held = self._held or await self._queue.get(), None
+        jobs, size = [first], len(first.utterances)
         deadline = time.perf_counter() + self.max_wait
         while size < self.max_batch:
             if self._queue.empty():
@@ -94,10 +96,9 @@ class Batcher:
                     break
             else:
                 job = self._queue.get_nowait()
-            if size + len(job.utterances) > self.max_batch or job.truncate != jobs[0].truncate:
-                await self._run_jobs(jobs)  # the newcomer starts the next batch
-                jobs, size, deadline = [job], len(job.utterances), time.perf_counter() + self.max_wait
-                continue
+            if size + len(job.utterances) > self.max_batch or job.truncate != first.truncate:
+                self._held = job  # it starts the next batch
+                break
             jobs.append(job)
             size += len(job.utterances)
         return jobs
