@@ -21,6 +21,9 @@ DECODER = "decoder_model.onnx"
 DECODER_WITH_PAST = "decoder_with_past_model.onnx"
 DECODER_MERGED = "decoder_model_merged.onnx"
 WEIGHTS_FILE = "weights.bin"  # written by export/shared_weights.py when weights are stored once
+# a pointer-head model's encoder outputs these and both decoders take them (export/pointer_head.py)
+POINTER_MEMORY = "pointer_memory"
+POINTER_BIAS = "pointer_bias"
 
 
 def record_evaluation(directory: str | Path, name: str, figures: dict) -> None:
@@ -79,6 +82,11 @@ class Manifest:
     def model_id(self) -> str:
         """``name@hash``: the model's name and the first 12 hex digits of its checkpoint's sha256."""
         return model_id(self.raw)
+
+    @property
+    def pointer_inputs(self) -> list[str]:
+        """Encoder outputs the decoders also take: the pointer memory of a pointer-head model, else none."""
+        return [POINTER_MEMORY, POINTER_BIAS] if self.raw.get("pointer_head") else []
 
     @property
     def files(self) -> list[str]:

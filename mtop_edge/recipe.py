@@ -29,6 +29,7 @@ HELP = {
     "tie_word_embeddings": "share input embeddings and output layer (scratch only)",
     "dropout_rate": "dropout in every layer",
     "sp_vocab_size": "sentencepiece pieces trained on the utterances (scratch only)",
+    "pointer_head": "point by content: score each source word's marker state (scratch, markers only)",
     "markers": "write each word's pointer before it in the input (@ptr0 set @ptr1 an ...)",
     "min_pointers": "pointer tokens to create at least (words the model can address)",
     "max_source_tokens": "longest encoder input accepted",
@@ -43,6 +44,8 @@ HELP = {
     "label_smoothing": "label smoothing factor",
     "seed": "random seed (data order, init, augmentation, holdout)",
     "augment_copies": "slot-value-swapped copies per training row (0 = off)",
+    "word_dropout": "share of source words whose pieces read as <unk> in each training batch (markers kept)",
+    "max_minutes": "stop training after this many minutes, then evaluate and keep the best (0 = no limit)",
     "eval_holdout": "rows held out of --data for eval when --eval-data is not given",
     "eval_limit": "evaluate during training on the first N eval rows (0 = all)",
     "eval_steps": "evaluate and checkpoint every N updates",
@@ -71,6 +74,7 @@ class Recipe:
     tie_word_embeddings: bool = False
     dropout_rate: float = 0.1
     sp_vocab_size: int = 4000
+    pointer_head: bool = False
     # input formatting
     markers: bool = True
     min_pointers: int = 64
@@ -87,6 +91,8 @@ class Recipe:
     label_smoothing: float = 0.0
     seed: int = 42
     augment_copies: int = 0
+    word_dropout: float = 0.0
+    max_minutes: float = 0.0
     # evaluation, checkpoints, logging
     eval_holdout: int = 300
     eval_limit: int = 0

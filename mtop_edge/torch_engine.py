@@ -26,10 +26,23 @@ def load_checkpoint(model_dir: str | Path):
     if model_dir.is_dir() and not config.is_file():
         raise ModelError(f"{config}: missing (not a Hugging Face checkpoint)")
     try:
+        if _is_pointer_head(config):
+            from mtop_edge.modeling.pointer_head import PointerHeadT5
+
+            return PointerHeadT5.from_pretrained(str(model_dir)).eval()
         return AutoModelForSeq2SeqLM.from_pretrained(str(model_dir)).eval()
     except Exception as exc:  # safetensors, torch and transformers each raise their own types for bad files
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{model_dir}: cannot load the checkpoint ({first_line})") from None
+
+
+def _is_pointer_head(config: Path) -> bool:
+    import json
+
+    try:
+        return bool(json.loads(config.read_text()).get("pointer_head"))
+    except (OSError, ValueError, AttributeError):
+        return False  # from_pretrained reports unreadable configs with its own message
 
 
 def greedy_generate(
@@ -57,6 +70,15 @@ def greedy_generate(
 
         vocab_size = model.get_output_embeddings().out_features
         kwargs["suppress_tokens"] = np.setdiff1d(np.arange(vocab_size), spec.decoder_vocabulary()).tolist()
+    if getattr(model.config, "pointer_head", False):
+        suppress = kwargs.get("suppress_tokens")
+        out = model.greedy(
+            ids.to(device),
+            mask.to(device),
+            max_new_tokens=max_new_tokens or spec.max_target_tokens,
+            suppress=None if suppress is None else torch.tensor(suppress, device=device),
+        )
+        return _cut(out.tolist(), spec)
     with torch.inference_mode():
         out = model.generate(
             input_ids=ids.to(device),
@@ -67,8 +89,12 @@ def greedy_generate(
             do_sample=False,
             **kwargs,
         )
+    return _cut(out.tolist(), spec)
+
+
+def _cut(out: list[list[int]], spec: PointerSpec) -> list[list[int]]:
     rows = []
-    for row in out.tolist():
+    for row in out:
         tail = row[1:]
         rows.append(row[: tail.index(spec.eos_id) + 2] if spec.eos_id in tail else row)
     return rows

@@ -164,7 +164,12 @@ def build_model(recipe: Recipe, vocab_size: int, spec: PointerSpec):
             eos_token_id=spec.eos_id,
             decoder_start_token_id=spec.decoder_start_id,
         )
-        model = MT5ForConditionalGeneration(config)
+        if recipe.pointer_head:
+            model = _pointer_head_model(config, spec, recipe)
+        else:
+            model = MT5ForConditionalGeneration(config)
+    elif recipe.pointer_head:
+        raise MtopEdgeError('pointer_head = true needs init = "scratch" (a pretrained checkpoint has no pointer head)')
     else:
         model = AutoModelForSeq2SeqLM.from_pretrained(recipe.init)
         if model.get_input_embeddings().num_embeddings < vocab_size:
@@ -178,6 +183,20 @@ def build_model(recipe: Recipe, vocab_size: int, spec: PointerSpec):
     generation.num_beams = 1
     generation.do_sample = False
     return model
+
+
+def _pointer_head_model(config, spec: PointerSpec, recipe: Recipe):
+    from mtop_edge.modeling.pointer_head import PointerHeadT5
+
+    pointers = spec.pointer_ids
+    if not recipe.markers:
+        raise MtopEdgeError("pointer_head = true needs markers = true: words are pointed at through their markers")
+    if list(pointers) != list(range(pointers[0], pointers[0] + len(pointers))):
+        raise MtopEdgeError("pointer_head: the pointer tokens' ids are not consecutive")
+    config.pointer_head = True
+    config.pointer_start = pointers[0]
+    config.num_pointers = len(pointers)
+    return PointerHeadT5(config)
 
 
 def _select_device(recipe: Recipe) -> str:
@@ -267,6 +286,50 @@ def _callbacks(out: Path, log_path: Path):
     return LineProgress, RankRecord()
 
 
+class WordDropout:
+    """A collator wrapper: each source word's pieces (between markers) read as <unk> with probability
+    ``rate``, drawn afresh per batch, so the model cannot lean on any one word (markers stay: pointers
+    still address every word)."""
+
+    def __init__(self, collator, spec: PointerSpec, rate: float, seed: int) -> None:
+        import torch
+
+        self.collator, self.rate, self.unk = collator, rate, spec.unk_id
+        self.markers = torch.tensor(spec.pointer_ids)
+        self.keep = torch.tensor([spec.pad_id, spec.eos_id, *spec.pointer_ids])
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, rows):
+        import torch
+
+        batch = self.collator(rows)
+        ids = batch["input_ids"]
+        word = torch.isin(ids, self.markers).cumsum(1)  # word number of each position (marker included)
+        dropped = torch.rand(ids.shape[0], int(word.max()) + 1, generator=self.generator) < self.rate
+        hit = dropped.gather(1, word) & (word > 0) & ~torch.isin(ids, self.keep)
+        batch["input_ids"] = ids.masked_fill(hit, self.unk)
+        return batch
+
+
+class TimeLimit:
+    """Stops training after ``minutes``; the Trainer then evaluates, saves, and loads the best checkpoint."""
+
+    def __new__(cls, minutes: float):
+        from transformers import TrainerCallback
+
+        class _TimeLimit(TrainerCallback):
+            def on_train_begin(self, args, state, control, **kwargs):
+                self.deadline = time.time() + minutes * 60
+
+            def on_step_end(self, args, state, control, **kwargs):
+                if time.time() > self.deadline:
+                    control.should_training_stop = control.should_evaluate = control.should_save = True
+                    print(f"time limit ({minutes} min) reached at step {state.global_step}")
+                return control
+
+        return _TimeLimit()
+
+
 def _trainer_class():
     import torch
     from torch.utils.data import SequentialSampler
@@ -284,6 +347,17 @@ def _trainer_class():
             # group_by_length would shuffle eval batches too, and the eval loss (a mean of batch
             # means) would then change from one evaluation of the same weights to the next
             return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
+
+        train_collator = None  # word dropout: training batches only, never eval batches
+
+        def get_train_dataloader(self):
+            if self.train_collator is None:
+                return super().get_train_dataloader()
+            plain, self.data_collator = self.data_collator, self.train_collator
+            try:
+                return super().get_train_dataloader()
+            finally:
+                self.data_collator = plain
 
         def setup_exact_match(self, spec: PointerSpec, rows: list, total: int) -> None:
             self.pointer_spec, self.em_rows, self.em_total = spec, rows, total
@@ -417,15 +491,24 @@ def train(
 
     model = build_model(recipe, len(tokenizer), spec)
     progress, rank_record = _callbacks(out, out / "train_log.jsonl")
+    collator = DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100, pad_to_multiple_of=8)
+    if recipe.word_dropout > 0:
+        if not spec.markers:
+            raise MtopEdgeError("word_dropout needs markers = true (words are found between markers)")
+        train_collator = WordDropout(collator, spec, recipe.word_dropout, recipe.seed + _rank())
+    else:
+        train_collator = None
+    limits = [TimeLimit(recipe.max_minutes)] if recipe.max_minutes > 0 else []
     trainer = _trainer_class()(
         model=model,
         args=args,
         train_dataset=train_features.rows,
         eval_dataset=eval_features.rows,
-        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100, pad_to_multiple_of=8),
+        data_collator=collator,
         processing_class=tokenizer,
-        callbacks=[rank_record, *extra_callbacks],
+        callbacks=[rank_record, *limits, *extra_callbacks],
     )
+    trainer.train_collator = train_collator
     trainer.setup_exact_match(spec, eval_features.em_rows, total=len(eval_examples))
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)

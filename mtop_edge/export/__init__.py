@@ -17,11 +17,19 @@ from pathlib import Path
 from mtop_edge import __version__
 from mtop_edge.data import read_examples
 from mtop_edge.errors import ModelError, MtopEdgeError, require
-from mtop_edge.export import graphs, parity
+from mtop_edge.export import graphs, parity, pointer_head
 from mtop_edge.export.options import ExportOptions
 from mtop_edge.export.shared_weights import share_weights
 from mtop_edge.export.trim import decoder_ids, encoder_ids, trimmed
-from mtop_edge.manifest import MANIFEST_FILE, MANIFEST_VERSION, WEIGHTS_FILE, Manifest
+from mtop_edge.manifest import (
+    DECODER,
+    DECODER_WITH_PAST,
+    ENCODER,
+    MANIFEST_FILE,
+    MANIFEST_VERSION,
+    WEIGHTS_FILE,
+    Manifest,
+)
 from mtop_edge.source import SourceEncoder, load_sentencepiece
 from mtop_edge.spec import SP_MODEL_FILE, PointerSpec
 
@@ -157,8 +165,13 @@ def export_model(
     examples = read_examples(data or SAMPLE)
     weights_hash = checkpoint_hash(source)
     model = load_checkpoint(source)
-    config = model.config
     log(f"loaded {checkpoint}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters")
+    pointer_model = None
+    if pointer_head.is_pointer_head(model):
+        if options.merged:
+            raise MtopEdgeError("a pointer-head model exports as separate decoders: merged = false")
+        pointer_model, model = model, pointer_head.plain_model(model)
+    config = model.config
 
     keep_decoder = decoder_ids(spec) if options.trim else None
     keep_encoder = encoder_ids(spec, seen_source_ids(source, trim_input_data, encoder)) if options.trim_input else None
@@ -185,8 +198,13 @@ def export_model(
         fp32 = scratch / "fp32"
         log(f"exporting ONNX (decoder vocabulary {decoder_vocab}, encoder vocabulary {encoder_vocab})")
         with trimmed(model, keep_decoder, keep_encoder):
-            files = graphs.export_onnx(model, fp32, opset=options.opset, merged=options.merged)
-        del model  # the exporter patches the model and its config; parity gets a fresh copy
+            if pointer_model is None:
+                files = graphs.export_onnx(model, fp32, opset=options.opset, merged=options.merged)
+            else:
+                with pointer_head.with_query_rows(model, pointer_model, keep_decoder) as first_pointer:
+                    files = graphs.export_onnx(model, fp32, opset=options.opset)
+                manifest["pointer_head"] = _add_pointer_head(fp32, spec, keep_encoder, first_pointer)
+        del model, pointer_model  # the exporter patches the model and its config; parity gets a fresh copy
         keep = {*files, *OPTIMUM_CONFIGS}
         for path in fp32.iterdir():  # tokenizer copies: the runtime reads spiece.model only
             if path.name not in keep:
@@ -238,6 +256,18 @@ def export_model(
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return manifest
+
+
+def _add_pointer_head(directory: Path, spec: PointerSpec, keep_encoder, first_pointer: int) -> dict:
+    """Graph surgery for a pointer-head model (see export/pointer_head.py); returns the manifest entry."""
+    markers = list(spec.pointer_ids)
+    if keep_encoder is not None:
+        position = {original: i for i, original in enumerate(keep_encoder)}
+        markers = [position[m] for m in markers]
+    pointer_head.add_pointer_outputs(directory / ENCODER, markers)
+    for name in (DECODER, DECODER_WITH_PAST):
+        pointer_head.add_pointer_scores(directory / name, first_pointer, len(markers))
+    return {"num_pointers": len(markers), "first_pointer": first_pointer}
 
 
 def model_card(manifest: dict, checkpoint: str) -> str:

@@ -50,6 +50,7 @@ class GreedyDecoder:
         self.cross_present = arch.past_names("present", "encoder")
         self.self_past = arch.past_names("past_key_values", "decoder")
         self.cross_past = arch.past_names("past_key_values", "encoder")
+        self.pointer_inputs = manifest.pointer_inputs
         self._check_graphs(manifest)
         spec = manifest.spec
         if manifest.decoder_ids is None:  # untrimmed: exported ids are the checkpoint's
@@ -72,10 +73,10 @@ class GreedyDecoder:
             ModelError: naming the graph file and what does not match.
         """
         arch = self.arch
-        common = {"input_ids", "encoder_attention_mask"}
+        common = {"input_ids", "encoder_attention_mask", *self.pointer_inputs}
         past = set(self.self_past + self.cross_past)
         expected = [
-            (self.encoder, ENCODER, {"input_ids", "attention_mask"}, {"last_hidden_state"}),
+            (self.encoder, ENCODER, {"input_ids", "attention_mask"}, {"last_hidden_state", *self.pointer_inputs}),
             (
                 self.first,
                 DECODER_MERGED if self.merged else DECODER,
@@ -131,13 +132,17 @@ class GreedyDecoder:
         encoder.bind_cpu_input("input_ids", input_ids)
         encoder.bind_cpu_input("attention_mask", attention_mask)
         encoder.bind_output("last_hidden_state", device)
+        for name in self.pointer_inputs:
+            encoder.bind_output(name, device)
         self.encoder.run_with_iobinding(encoder)
-        hidden = encoder.get_outputs()[0]
+        hidden, *memory = encoder.get_outputs()
 
         first = self.first.io_binding()
         first.bind_cpu_input("input_ids", tokens)
         first.bind_cpu_input("encoder_attention_mask", attention_mask)
         first.bind_ortvalue_input("encoder_hidden_states", hidden)
+        for name, value in zip(self.pointer_inputs, memory, strict=True):
+            first.bind_ortvalue_input(name, value)
         if self.merged:
             empty = self._empty_past(batch)
             for name in self.self_past + self.cross_past:
@@ -153,7 +158,7 @@ class GreedyDecoder:
 
         step = self.step.io_binding()
         step.bind_cpu_input("encoder_attention_mask", attention_mask)
-        for name, value in zip(self.cross_past, cross_kv, strict=True):
+        for name, value in zip([*self.cross_past, *self.pointer_inputs], [*cross_kv, *memory], strict=True):
             step.bind_ortvalue_input(name, value)
         if self.merged:
             step.bind_ortvalue_input("encoder_hidden_states", hidden)

@@ -1,0 +1,1 @@
+"""Model classes of our own around the Hugging Face T5 stack (training side: imports torch)."""

@@ -1,0 +1,112 @@
+"""A T5 parser that points by content: the pointer head (training side; imports torch).
+
+With the ``@ptrN`` vocabulary tokens, a model trained from scratch must learn a separate "which
+index is this word" mapping per N. The pointer head scores every source word instead: the
+decoder state's query against the encoder state of the word's marker (``@ptrN`` precedes word N
+in the source, see ``PointerSpec.markers``), in the same softmax as the structural symbols
+("Don't Parse, Generate!", Rongali et al. 2020). The pointed word's marker state is fed back as
+the next decoder input.
+
+The logits keep the vocabulary layout: column ``pointer_start + N`` holds word N's score, and
+columns of absent words hold ``-POINTER_MASK``. So loss, generation, grammar constraints and
+trimming treat both kinds of model alike; the exporter rebuilds the same computation in the
+graphs (``export/pointer_head.py``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import MT5Config, MT5ForConditionalGeneration
+from transformers.modeling_outputs import Seq2SeqLMOutput
+
+POINTER_MASK = 1e4  # subtracted from the scores of words the utterance does not have
+
+
+def pointer_memory(input_ids: torch.Tensor, hidden: torch.Tensor, start: int, count: int):
+    """Per pointer N: the encoder state at marker N ([B, P, d]) and 0 / -POINTER_MASK where absent ([B, P])."""
+    markers = torch.arange(start, start + count, device=input_ids.device)
+    onehot = (input_ids.unsqueeze(-1) == markers).to(hidden.dtype)  # [B, S, P]
+    memory = onehot.transpose(1, 2) @ hidden
+    bias = (onehot.sum(1) - 1.0) * POINTER_MASK
+    return memory, bias
+
+
+def feed_back(ids: torch.Tensor, embeddings: torch.Tensor, memory: torch.Tensor, start: int) -> torch.Tensor:
+    """Decoder inputs: token embeddings, with each pointer replaced by its word's marker state."""
+    count = memory.shape[1]
+    is_pointer = ids >= start
+    index = (ids - start).clamp(min=0)
+    fed = nn.functional.one_hot(index, count).to(memory.dtype) @ memory
+    return torch.where(is_pointer.unsqueeze(-1), fed, embeddings)
+
+
+class PointerHeadT5(MT5ForConditionalGeneration):
+    """mT5 with content-based pointing. ``config.pointer_head`` marks such checkpoints;
+    ``config.pointer_start`` is the id of ``@ptr0`` and ``config.num_pointers`` how many follow."""
+
+    def __init__(self, config: MT5Config) -> None:
+        super().__init__(config)
+        self.pointer_query = nn.Linear(config.d_model, config.d_model, bias=False)
+        self.pointer_key = nn.Linear(config.d_model, config.d_model, bias=False)
+        self.pointer_query.weight.data.normal_(0.0, config.initializer_factor * config.d_model**-0.5)
+        self.pointer_key.weight.data.normal_(0.0, config.initializer_factor * config.d_model**-0.5)
+
+    @property
+    def pointer_span(self) -> tuple[int, int]:
+        return self.config.pointer_start, self.config.num_pointers
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        """Encoder states, pointer memory and pointer bias: what every decoder step needs."""
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return (hidden, *pointer_memory(input_ids, hidden, *self.pointer_span))
+
+    def pointer_projection(self) -> torch.Tensor:
+        """The [d, d] matrix q' = W such that a word's score is (W s) . memory: query and key folded
+        together (the key projection applies to memory, so it moves to the query side), scaled by d**-0.5."""
+        return (self.pointer_key.weight.t() @ self.pointer_query.weight) * self.config.d_model**-0.5
+
+    def step_logits(self, decoder_ids, hidden, attention_mask, memory, bias) -> torch.Tensor:
+        """Logits for every decoder position, in the checkpoint's vocabulary layout."""
+        start, count = self.pointer_span
+        embeddings = feed_back(decoder_ids, self.shared(decoder_ids), memory, start)
+        states = self.decoder(
+            inputs_embeds=embeddings, encoder_hidden_states=hidden, encoder_attention_mask=attention_mask
+        ).last_hidden_state
+        if self.config.tie_word_embeddings:
+            states = states * self.config.d_model**-0.5
+        vocabulary = self.lm_head(states)
+        query = states @ self.pointer_projection().t()
+        scores = query @ memory.transpose(1, 2) + bias.unsqueeze(1)
+        return torch.cat([vocabulary[..., :start], scores, vocabulary[..., start + count :]], dim=-1)
+
+    def forward(self, input_ids=None, attention_mask=None, decoder_input_ids=None, labels=None, **_) -> Seq2SeqLMOutput:
+        if decoder_input_ids is None:
+            decoder_input_ids = self._shift_right(labels)
+        hidden, memory, bias = self.encode(input_ids, attention_mask)
+        logits = self.step_logits(decoder_input_ids, hidden, attention_mask, memory, bias)
+        loss = None
+        if labels is not None:
+            loss = nn.functional.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
+        return Seq2SeqLMOutput(loss=loss, logits=logits)
+
+    @torch.inference_mode()
+    def greedy(self, input_ids, attention_mask, *, max_new_tokens: int, suppress: torch.Tensor | None = None):
+        """Greedy ids per row, decoder start first (like ``generate``); finished rows continue with PAD.
+
+        Recomputes the decoder over the prefix at each step: the reference, not the fast path.
+        """
+        hidden, memory, bias = self.encode(input_ids, attention_mask)
+        config = self.config
+        ids = torch.full((input_ids.shape[0], 1), config.decoder_start_token_id, device=input_ids.device)
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        for _ in range(max_new_tokens):
+            logits = self.step_logits(ids, hidden, attention_mask, memory, bias)[:, -1].float()
+            if suppress is not None:
+                logits[:, suppress] = -torch.inf
+            chosen = logits.argmax(-1).masked_fill(done, config.pad_token_id)
+            ids = torch.cat([ids, chosen.unsqueeze(1)], dim=1)
+            done |= chosen == config.eos_token_id
+            if done.all():
+                break
+        return ids

@@ -1,0 +1,144 @@
+"""The pointer-head model: its scores, training, export parity and parsing through the one runtime."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from mtop_edge.errors import MtopEdgeError  # noqa: E402
+from tests.conftest import SAMPLES, TINY_RECIPE  # noqa: E402
+
+
+def _tiny_config(**extra):
+    from transformers import MT5Config
+
+    return MT5Config(
+        vocab_size=20, d_model=16, d_ff=32, num_layers=1, num_decoder_layers=1, num_heads=2, d_kv=8,
+        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, dropout_rate=0.0,
+        pointer_head=True, pointer_start=12, num_pointers=8, **extra,
+    )  # fmt: skip
+
+
+def test_scores_are_query_times_marker_state_and_absent_words_are_masked():
+    from mtop_edge.modeling.pointer_head import POINTER_MASK, PointerHeadT5
+
+    torch.manual_seed(0)
+    model = PointerHeadT5(_tiny_config()).eval()
+    # markers @ptr0 (12) and @ptr1 (13) before two words: the utterance has 2 of the 8 pointers
+    source = torch.tensor([[12, 5, 13, 6, 7, 1]])
+    mask = torch.ones_like(source)
+    hidden, memory, bias = model.encode(source, mask)
+    assert torch.equal(memory[0, 0], hidden[0, 0]) and torch.equal(memory[0, 1], hidden[0, 2])
+    assert bias[0, :2].tolist() == [0.0, 0.0] and bias[0, 2:].eq(-POINTER_MASK).all()
+
+    decoder_ids = torch.tensor([[0, 3, 13]])  # start, a symbol, then pointer 1: fed back as word 1's marker state
+    logits = model.step_logits(decoder_ids, hidden, mask, memory, bias)
+    assert logits.shape == (1, 3, 20)
+    states = model.decoder(
+        inputs_embeds=torch.cat([model.shared(decoder_ids[:, :2]), memory[:, 1:2]], dim=1),
+        encoder_hidden_states=hidden,
+        encoder_attention_mask=mask,
+    ).last_hidden_state
+    query = states @ model.pointer_projection().t()
+    expected = query @ memory.transpose(1, 2) + bias.unsqueeze(1)
+    torch.testing.assert_close(logits[..., 12:20], expected)
+    torch.testing.assert_close(logits[..., :12], model.lm_head(states)[..., :12])
+    assert logits[0, :, 14:].max() < -POINTER_MASK / 2  # pointers past the last word cannot win
+
+
+def test_greedy_never_points_past_the_utterance():
+    from mtop_edge.modeling.pointer_head import PointerHeadT5
+
+    torch.manual_seed(1)
+    model = PointerHeadT5(_tiny_config()).eval()
+    out = model.greedy(torch.tensor([[12, 5, 13, 6, 1]]), torch.ones(1, 5, dtype=torch.long), max_new_tokens=12)
+    assert out[0, 0] == 0 and out.shape[1] <= 13
+    assert all(i < 14 for i in out[0].tolist())  # only @ptr0 and @ptr1 exist in this utterance
+
+
+def test_word_dropout_replaces_word_pieces_only():
+    from mtop_edge.spec import PointerSpec
+    from mtop_edge.train import WordDropout
+    from mtop_edge.vocab import TargetVocab
+
+    vocab = TargetVocab(intents=("IN:A",), slots=(), max_pointers=3)
+    spec = PointerSpec(vocab=vocab, symbol_ids=(10, 11, 12, 13, 14), markers=True)  # IN:A, ], @ptr0..2
+    rows = [[12, 5, 6, 13, 7, 1, 0], [12, 8, 1, 0, 0, 0, 0]]
+
+    def collate(batch):
+        return {"input_ids": torch.tensor(batch)}
+
+    assert WordDropout(collate, spec, 0.0, seed=0)(rows)["input_ids"].tolist() == rows
+    dropped = WordDropout(collate, spec, 1.0, seed=0)(rows)["input_ids"].tolist()
+    assert dropped == [[12, 2, 2, 13, 2, 1, 0], [12, 2, 1, 0, 0, 0, 0]]
+    some = WordDropout(collate, spec, 0.5, seed=3)
+    seen = {tuple(map(tuple, some(rows)["input_ids"].tolist())) for _ in range(20)}
+    assert len(seen) > 1  # drawn afresh per batch
+
+
+@pytest.fixture(scope="module")
+def tiny_pointer_model(tmp_path_factory):
+    from mtop_edge.recipe import Recipe
+    from mtop_edge.train import train
+
+    out = tmp_path_factory.mktemp("tiny-pointer") / "model"
+    summary = train(Recipe.load(TINY_RECIPE, pointer_head=True), SAMPLES / "train_sample.jsonl", out)
+    return out, summary
+
+
+def test_training_writes_a_pointer_head_checkpoint(tiny_pointer_model):
+    from mtop_edge.modeling.pointer_head import PointerHeadT5
+    from mtop_edge.torch_engine import load_checkpoint
+
+    out, summary = tiny_pointer_model
+    config = json.loads((out / "config.json").read_text())
+    assert config["pointer_head"] is True and config["num_pointers"] == 40
+    assert isinstance(load_checkpoint(out), PointerHeadT5)
+    assert summary["train_loss"] < 5.0  # it learned something from the sample (random is ~6)
+
+
+@pytest.mark.parametrize("quantize", ["none", "int8"])
+def test_export_parity_and_parse_offsets(tiny_pointer_model, tmp_path, quantize):
+    from mtop_edge.export import export_model
+    from mtop_edge.export.options import ExportOptions
+    from mtop_edge.runtime import Parser
+
+    checkpoint, _ = tiny_pointer_model
+    out = tmp_path / quantize
+    manifest = export_model(
+        str(checkpoint), out, ExportOptions.load(None, quantize=quantize, parity_rows=60), log=lambda _: None
+    )
+    # export raises unless fp32 ONNX equals the PyTorch greedy output on every row
+    assert manifest["parity"]["fp32_identical_to_torch"] == manifest["parity"]["rows"] == 60
+    assert manifest["pointer_head"] == {
+        "num_pointers": 40,
+        "first_pointer": manifest["architecture"]["decoder_vocab"] - 40,
+    }
+    parser = Parser.load(out)
+    utterances = ["set an alarm for 7am tomorrow", "call Camilla on whatsapp", "what's the weather in New York today"]
+    for result in parser.parse_batch(utterances):
+        assert result.ok  # constrained decoding: always a well-formed tree
+        for slot in result.intent.slots:
+            if slot.text is not None:
+                assert result.utterance[slot.start : slot.end] == slot.text
+    assert parser.parse("set an alarm for 7am tomorrow").logical_form.startswith("[IN:")
+
+
+def test_pointer_head_refuses_what_it_cannot_do(tiny_pointer_model, tmp_path):
+    from mtop_edge.export import export_model
+    from mtop_edge.export.options import ExportOptions
+    from mtop_edge.recipe import Recipe
+    from mtop_edge.train import train
+
+    with pytest.raises(MtopEdgeError, match="markers"):
+        train(
+            Recipe.load(TINY_RECIPE, pointer_head=True, markers=False), SAMPLES / "train_sample.jsonl", tmp_path / "m"
+        )
+    checkpoint, _ = tiny_pointer_model
+    for options, message in (({"merged": True}, "merged = false"), ({"trim": False}, "trimmed decoder")):
+        with pytest.raises(MtopEdgeError, match=message):
+            export_model(str(checkpoint), tmp_path / "x", ExportOptions.load(None, **options), log=lambda _: None)
+        assert not (tmp_path / "x").exists()

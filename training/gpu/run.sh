@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Train recipes side by side on one GPU host, then export (cpu-int8) and evaluate each: one device call.
+#
+#   training/gpu/pack.sh                      # here, once: wheels + data into .gpu/train (~20 MB)
+#   # device call: carry [".gpu/train"], command:
+#   PYTHONUNBUFFERED=1 MINUTES=6 bash training/gpu/run.sh NAME="recipe.toml [overrides]" ...
+#
+# Each NAME trains `mtop-edge train --recipe ...` with a time limit of MINUTES (the Trainer then
+# evaluates, saves and keeps the best checkpoint), all runs at once; then each is exported with
+# export/cpu-int8.toml (parity on 200 rows) and scored on every eval row by the int8 runtime.
+# Into $OUT: the log, each run's train log and summary, the best run's checkpoint (fp16, in parts
+# of 15 MB) and every run's export (a tar). DEVICE=cpu ROWS=... rehearses it on a CPU machine.
+set -uo pipefail
+OUT=${OUT:-/tmp/train-out}
+MINUTES=${MINUTES:-6}
+DEVICE=${DEVICE:-cuda}
+WORK=${WORK:-/tmp/train-work}
+payload=.gpu/train
+mkdir -p "$OUT" "$WORK"
+exec > >(tee -a "$OUT/train.log") 2>&1
+step() { echo; echo "== $* ($(date +%T))"; }
+
+step "host"
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>&1 || echo "no nvidia-smi"
+if [ -d "$payload/wheels" ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+    "$payload"/wheels/*.whl || exit 3
+  export PYTHONPATH=/tmp/site:$PWD
+fi
+me="python3 -m mtop_edge"
+python3 -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'transformers', transformers.__version__)"
+
+step "train ${#} run(s) side by side, ${MINUTES} min each at most"
+names=(); pids=()  # wait on these only: a bare `wait` would also wait for the tee above
+for spec in "$@"; do
+  name=${spec%%=*}; args=${spec#*=}; names+=("$name")
+  # shellcheck disable=SC2086
+  $me train --recipe $args --data "$payload/train.jsonl" --eval-data "$payload/eval.txt" \
+    --out "$WORK/$name" --name "$name" --device "$DEVICE" --max-minutes "$MINUTES" --overwrite \
+    > "$WORK/$name.log" 2>&1 &
+  pids+=($!)
+done
+wait "${pids[@]}"
+for name in "${names[@]}"; do
+  echo "-- $name"; grep -a -E "^(training|step [0-9]+/[0-9]+ \| eval|time limit|done|Error)" "$WORK/$name.log" | tail -20
+  cp "$WORK/$name/train_log.jsonl" "$OUT/$name.train_log.jsonl" 2>/dev/null
+  cp "$WORK/$name/training_summary.json" "$OUT/$name.summary.json" 2>/dev/null
+done
+
+step "export (cpu-int8) and evaluate every eval row, int8 constrained"
+limit=${ROWS:+--limit $ROWS}
+pids=()
+for name in "${names[@]}"; do
+  [ -f "$WORK/$name/training_summary.json" ] || { echo "$name: no trained model"; continue; }
+  (
+    $me export --model "$WORK/$name" --out "$WORK/$name-int8" --profile export/cpu-int8.toml --model-name "$name" \
+      --threads 4 > "$WORK/$name-export.log" 2>&1 &&
+    $me evaluate --engine onnx --model "$WORK/$name-int8" --data "$payload/eval.txt" $limit --threads 4 --json \
+      > "$WORK/$name-eval.json" 2>> "$WORK/$name-export.log"
+  ) &
+  pids+=($!)
+done
+wait "${pids[@]}"
+best=; best_em=-1
+for name in "${names[@]}"; do
+  echo "-- $name"; grep -E "^(parity|sizes|Error)" "$WORK/$name-export.log"; cat "$WORK/$name-eval.json" 2>/dev/null
+  em=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['exact_match'])" "$WORK/$name-eval.json" 2>/dev/null) || continue
+  tar -C "$WORK" -cf "$OUT/$name-int8.tar" "$name-int8"
+  if python3 -c "import sys; sys.exit(not float(sys.argv[1]) > float(sys.argv[2]))" "$em" "$best_em"; then best=$name; best_em=$em; fi
+done
+
+[ -n "$best" ] || { echo "no run exported"; exit 1; }
+step "best: $best (int8 eval EM $best_em): its checkpoint as fp16, in parts"
+python3 - "$WORK/$best" <<'PY'
+import sys
+from pathlib import Path
+from safetensors.torch import load_file, save_file
+path = Path(sys.argv[1]) / "model.safetensors"
+weights = load_file(str(path))
+assert all(t.isfinite().all() for t in weights.values())
+save_file({k: v.half().contiguous() for k, v in weights.items()}, str(path), metadata={"format": "pt"})
+print("fp16 checkpoint", path.stat().st_size / 1e6, "MB")
+PY
+rm -rf "$WORK/$best/checkpoints"
+tar -C "$WORK" -cf - "$best" | split -b 15m - "$OUT/$best-checkpoint.tar.part_"
+ls -la "$OUT"
