@@ -66,13 +66,24 @@ class PointerHeadT5(MT5ForConditionalGeneration):
         together (the key projection applies to memory, so it moves to the query side), scaled by d**-0.5."""
         return (self.pointer_key.weight.t() @ self.pointer_query.weight) * self.config.d_model**-0.5
 
-    def step_logits(self, decoder_ids, hidden, attention_mask, memory, bias) -> torch.Tensor:
-        """Logits for every decoder position, in the checkpoint's vocabulary layout."""
-        start, count = self.pointer_span
+    def step_logits(self, decoder_ids, hidden, attention_mask, memory, bias, cache=None):
+        """Logits for every decoder position, in the checkpoint's vocabulary layout (with ``cache``:
+        for the positions after the cached ones, and the updated cache as well)."""
+        start = self.config.pointer_start
         embeddings = feed_back(decoder_ids, self.shared(decoder_ids), memory, start)
-        states = self.decoder(
-            inputs_embeds=embeddings, encoder_hidden_states=hidden, encoder_attention_mask=attention_mask
-        ).last_hidden_state
+        out = self.decoder(
+            inputs_embeds=embeddings,
+            encoder_hidden_states=hidden,
+            encoder_attention_mask=attention_mask,
+            past_key_values=cache,
+            use_cache=cache is not None,
+        )
+        logits = self.head(out.last_hidden_state, memory, bias)
+        return logits if cache is None else (logits, out.past_key_values)
+
+    def head(self, states, memory, bias) -> torch.Tensor:
+        """Vocabulary logits with the pointer columns replaced by the words' scores."""
+        start, count = self.pointer_span
         if self.config.tie_word_embeddings:
             states = states * self.config.d_model**-0.5
         vocabulary = self.lm_head(states)
@@ -94,14 +105,18 @@ class PointerHeadT5(MT5ForConditionalGeneration):
     def greedy(self, input_ids, attention_mask, *, max_new_tokens: int, suppress: torch.Tensor | None = None):
         """Greedy ids per row, decoder start first (like ``generate``); finished rows continue with PAD.
 
-        Recomputes the decoder over the prefix at each step: the reference, not the fast path.
+        With past key/values, as the exported decoders run.
         """
+        from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
         hidden, memory, bias = self.encode(input_ids, attention_mask)
         config = self.config
         ids = torch.full((input_ids.shape[0], 1), config.decoder_start_token_id, device=input_ids.device)
         done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
         for _ in range(max_new_tokens):
-            logits = self.step_logits(ids, hidden, attention_mask, memory, bias)[:, -1].float()
+            logits, cache = self.step_logits(ids[:, -1:], hidden, attention_mask, memory, bias, cache)
+            logits = logits[:, -1].float()
             if suppress is not None:
                 logits[:, suppress] = -torch.inf
             chosen = logits.argmax(-1).masked_fill(done, config.pad_token_id)

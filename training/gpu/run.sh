@@ -8,7 +8,7 @@
 # Each NAME trains `mtop-edge train --recipe ...` with a time limit of MINUTES (the Trainer then
 # evaluates, saves and keeps the best checkpoint), all runs at once; then each is exported with
 # export/cpu-int8.toml (parity on 200 rows) and scored on every eval row by the int8 runtime.
-# Into $OUT: the log, each run's train log and summary, the best run's checkpoint (fp16, in parts
+# Into $OUT (8 files at most come back): the log, runs.tar (train logs and summaries), the best run's checkpoint (fp16, in parts
 # of 15 MB) and every run's export (a tar). DEVICE=cpu ROWS=... rehearses it on a CPU machine.
 set -uo pipefail
 OUT=${OUT:-/tmp/train-out}
@@ -42,10 +42,10 @@ for spec in "$@"; do
 done
 wait "${pids[@]}"
 for name in "${names[@]}"; do
-  echo "-- $name"; grep -a -E "^(training|step [0-9]+/[0-9]+ \| eval|time limit|done|Error)" "$WORK/$name.log" | tail -20
-  cp "$WORK/$name/train_log.jsonl" "$OUT/$name.train_log.jsonl" 2>/dev/null
-  cp "$WORK/$name/training_summary.json" "$OUT/$name.summary.json" 2>/dev/null
+  echo "-- $name"; tr "\r" "\n" < "$WORK/$name.log" | grep -a -E "(^training|step [0-9]+/[0-9]+ \| eval|^time limit|^done|^Error)" | sed -E "s/^.*(step [0-9]+)/\1/" | tail -20
 done
+# at most 8 files come back from a device call: the runs' logs and summaries travel as one tar
+(cd "$WORK" && tar -cf "$OUT/runs.tar" ./*.log ./*/train_log.jsonl ./*/training_summary.json 2>/dev/null)
 
 step "export (cpu-int8) and evaluate every eval row, int8 constrained"
 limit=${ROWS:+--limit $ROWS}
