@@ -194,6 +194,7 @@ def _pointer_head_model(config, spec: PointerSpec, recipe: Recipe):
     if list(pointers) != list(range(pointers[0], pointers[0] + len(pointers))):
         raise MtopEdgeError("pointer_head: the pointer tokens' ids are not consecutive")
     config.pointer_head = True
+    config.pointer_label_smoothing = recipe.label_smoothing  # the model smooths its own loss (see its docstring)
     config.pointer_start = pointers[0]
     config.num_pointers = len(pointers)
     return PointerHeadT5(config)
@@ -453,7 +454,7 @@ def train(
         warmup_ratio=recipe.warmup_ratio,
         max_steps=recipe.max_steps,
         num_train_epochs=recipe.epochs,
-        label_smoothing_factor=recipe.label_smoothing,
+        label_smoothing_factor=0.0 if recipe.pointer_head else recipe.label_smoothing,
         seed=recipe.seed,
         bf16=use_bf16,
         use_cpu=device == "cpu",

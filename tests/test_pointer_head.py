@@ -142,3 +142,16 @@ def test_pointer_head_refuses_what_it_cannot_do(tiny_pointer_model, tmp_path):
         with pytest.raises(MtopEdgeError, match=message):
             export_model(str(checkpoint), tmp_path / "x", ExportOptions.load(None, **options), log=lambda _: None)
         assert not (tmp_path / "x").exists()
+
+
+def test_label_smoothing_gives_absent_words_no_share():
+    from mtop_edge.modeling.pointer_head import POINTER_MASK, PointerHeadT5
+
+    model = PointerHeadT5(_tiny_config(pointer_label_smoothing=0.1))
+    logits = torch.zeros(1, 2, 20)
+    logits[..., 14:] = -POINTER_MASK  # 6 absent words: 14 open columns
+    labels = torch.tensor([[3, -100]])
+    expected = 0.9 * torch.log(torch.tensor(14.0)) + 0.1 * torch.log(torch.tensor(14.0))
+    torch.testing.assert_close(model.loss(logits, labels), expected)
+    model.config.pointer_label_smoothing = 0.0
+    torch.testing.assert_close(model.loss(logits, labels), torch.log(torch.tensor(14.0)))

@@ -96,10 +96,24 @@ class PointerHeadT5(MT5ForConditionalGeneration):
             decoder_input_ids = self._shift_right(labels)
         hidden, memory, bias = self.encode(input_ids, attention_mask)
         logits = self.step_logits(decoder_input_ids, hidden, attention_mask, memory, bias)
-        loss = None
-        if labels is not None:
-            loss = nn.functional.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
+        loss = None if labels is None else self.loss(logits, labels)
         return Seq2SeqLMOutput(loss=loss, logits=logits)
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy, label-smoothed by ``config.pointer_label_smoothing`` over the columns a
+        row can emit: the masked pointers of absent words get no share (the Trainer's smoother
+        would give them one, and report a loss near 1e4 x that share)."""
+        smoothing = getattr(self.config, "pointer_label_smoothing", 0.0)
+        logp = logits.float().log_softmax(-1).flatten(0, 1)
+        labels = labels.flatten()
+        kept = labels != -100
+        logp, labels = logp[kept], labels[kept]
+        nll = -logp.gather(1, labels.unsqueeze(1)).squeeze(1)
+        if not smoothing:
+            return nll.mean()
+        open_columns = logp > -POINTER_MASK / 2
+        uniform = -(logp * open_columns).sum(-1) / open_columns.sum(-1)
+        return ((1 - smoothing) * nll + smoothing * uniform).mean()
 
     @torch.inference_mode()
     def greedy(self, input_ids, attention_mask, *, max_new_tokens: int, suppress: torch.Tensor | None = None):
