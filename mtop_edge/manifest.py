@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mtop_edge.errors import ModelError
-from mtop_edge.spec import SP_MODEL_FILE, PointerSpec
+from mtop_edge.spec import PointerSpec
 
 MANIFEST_FILE = "manifest.json"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "models" / "default"  # the embedded model (package data)
@@ -92,7 +92,7 @@ class Manifest:
     def files(self) -> list[str]:
         graphs = [ENCODER, DECODER_MERGED] if self.merged else [ENCODER, DECODER, DECODER_WITH_PAST]
         shared = [WEIGHTS_FILE] if self.raw.get("shared_weights") else []
-        return [*graphs, *shared, SP_MODEL_FILE]
+        return [*graphs, *shared, self.spec.tokenizer]
 
     @classmethod
     def load(cls, directory: str | Path) -> Manifest:

@@ -14,7 +14,7 @@ import sentencepiece as spm
 
 from mtop_edge.errors import InputError, ModelError
 from mtop_edge.pointer import Word, split_words
-from mtop_edge.spec import PointerSpec
+from mtop_edge.spec import SP_MODEL_FILE, PointerSpec
 
 
 def load_sentencepiece(path: str | Path) -> spm.SentencePieceProcessor:
@@ -47,12 +47,38 @@ class Source:
 
 
 class SourceEncoder:
-    """Encodes utterances for a model described by a PointerSpec."""
+    """Encodes utterances for a model described by a PointerSpec.
 
-    def __init__(self, processor: spm.SentencePieceProcessor, spec: PointerSpec) -> None:
+    ``tokenizer``: a Hugging Face ``tokenizers.Tokenizer`` for models whose spec names
+    ``tokenizer.json`` (checkpoints trained elsewhere, whose pre-tokenization sentencepiece alone
+    does not reproduce); None reads pieces from ``processor``.
+    """
+
+    def __init__(self, processor: spm.SentencePieceProcessor | None, spec: PointerSpec, tokenizer=None) -> None:
         self.processor = processor
         self.spec = spec
+        self.tokenizer = tokenizer
         self._pointer_ids = spec.pointer_ids
+        self._split = split_words
+        if spec.words != "mtop-edge":
+            from mtop_edge.formats import damp
+
+            if spec.words != damp.WORDS:
+                raise ModelError(f"unknown word splitter {spec.words!r} in the pointer spec")
+            self._split = damp.split_words
+
+    @classmethod
+    def load(cls, directory: str | Path, spec: PointerSpec) -> SourceEncoder:
+        """The encoder for a model or checkpoint directory: its sentencepiece model or its tokenizer.json."""
+        directory = Path(directory)
+        if spec.tokenizer == SP_MODEL_FILE:
+            return cls(load_sentencepiece(directory / SP_MODEL_FILE), spec)
+        from mtop_edge.formats.damp import load_tokenizer
+
+        path = directory / spec.tokenizer
+        if not path.is_file():
+            raise ModelError(f"{path}: missing tokenizer")
+        return cls(None, spec, tokenizer=load_tokenizer(path))
 
     def words(self, utterance: str, *, truncate: bool = False) -> tuple[list[Word], bool]:
         """The utterance's words, and whether they were cut to the number the model can point to.
@@ -60,7 +86,7 @@ class SourceEncoder:
         Raises:
             InputError: empty utterance, or more words than pointers without ``truncate``.
         """
-        words = split_words(utterance)
+        words = self._split(utterance)
         if not words:
             raise InputError("empty utterance: nothing to parse")
         limit = self.spec.vocab.max_pointers
@@ -111,6 +137,9 @@ class SourceEncoder:
         return ids
 
     def _ids(self, utterance: str, words: list[Word]) -> list[int]:
+        if self.tokenizer is not None:  # the words as the checkpoint was trained on them, spaced
+            ids = self.tokenizer.encode(self.spec.source_prefix + " ".join(w.text for w in words)).ids
+            return ids if ids and ids[-1] == self.spec.eos_id else [*ids, self.spec.eos_id]
         if self.spec.markers:
             ids: list[int] = []
             for pointer_id, pieces in zip(

@@ -28,6 +28,13 @@ class PointerSpec:
 
     ``markers``: each source word is preceded by its pointer token (``@ptr0 set @ptr1 an``), which
     lets a model trained from scratch point by matching embeddings instead of counting words.
+
+    Checkpoints trained elsewhere (the DAMP format, see ``formats/damp.py``) differ in four ways,
+    each recorded here: ``words`` names the word splitter (``mtop-edge`` or ``damp``), ``tokenizer``
+    the source tokenizer (``spiece.model``, or the checkpoint's ``tokenizer.json`` when its
+    pre-tokenization differs from plain sentencepiece), ``source_prefix`` is put before the words,
+    and ``separator_id`` (the piece of a space, ``▁``) sits before every target symbol but the first,
+    except ``]`` when its own piece carries the space (``▁]``; else ``close_needs_separator``).
     """
 
     vocab: TargetVocab
@@ -39,6 +46,11 @@ class PointerSpec:
     markers: bool = False
     max_source_tokens: int = 256
     max_target_tokens: int = 64
+    words: str = "mtop-edge"
+    tokenizer: str = SP_MODEL_FILE
+    source_prefix: str = ""
+    separator_id: int | None = None
+    close_needs_separator: bool = False
     symbols: tuple[str, ...] = field(init=False, repr=False, compare=False)
     _symbol_of_id: dict[int, str] = field(init=False, repr=False, compare=False)
     _id_of_symbol: dict[str, int] = field(init=False, repr=False, compare=False)
@@ -61,11 +73,15 @@ class PointerSpec:
 
         The trimmed export keeps exactly these rows, in this order.
         """
-        return list(dict.fromkeys([self.decoder_start_id, self.eos_id, self.pad_id, *self.symbol_ids]))
+        separator = [] if self.separator_id is None else [self.separator_id]
+        return list(dict.fromkeys([self.decoder_start_id, self.eos_id, self.pad_id, *separator, *self.symbol_ids]))
 
     def target_ids(self, tokens: Sequence[str]) -> list[int]:
-        """Pointer-target tokens -> model ids, EOS appended."""
-        return [self._id_of_symbol[t] for t in tokens] + [self.eos_id]
+        """Pointer-target tokens -> model ids, EOS appended (separators between symbols where the model has them)."""
+        ids = [self._id_of_symbol[t] for t in tokens]
+        if self.separator_id is not None:
+            raise ModelError("target ids with separators are made by the checkpoint's own tokenizer, not here")
+        return [*ids, self.eos_id]
 
     def decode(self, ids: Sequence[int], utterance: str, words: Sequence[Word]) -> Intent:
         """Generated ids (without the decoder start; anything after EOS ignored) -> tree.
@@ -78,6 +94,8 @@ class PointerSpec:
         for token_id in ids:
             if token_id == self.eos_id:
                 break
+            if token_id == self.separator_id:
+                continue
             tokens.append(self._symbol_of_id.get(int(token_id), f"<id {token_id}>"))
         return from_pointer_tokens(tokens, utterance, words)
 
@@ -100,6 +118,11 @@ class PointerSpec:
             "markers": self.markers,
             "max_source_tokens": self.max_source_tokens,
             "max_target_tokens": self.max_target_tokens,
+            "words": self.words,
+            "tokenizer": self.tokenizer,
+            "source_prefix": self.source_prefix,
+            "separator_id": self.separator_id,
+            "close_needs_separator": self.close_needs_separator,
         }
 
     @classmethod
@@ -117,6 +140,11 @@ class PointerSpec:
             markers=bool(data["markers"]),
             max_source_tokens=int(data["max_source_tokens"]),
             max_target_tokens=int(data["max_target_tokens"]),
+            words=str(data.get("words", "mtop-edge")),
+            tokenizer=str(data.get("tokenizer", SP_MODEL_FILE)),
+            source_prefix=str(data.get("source_prefix", "")),
+            separator_id=None if data.get("separator_id") is None else int(data["separator_id"]),
+            close_needs_separator=bool(data.get("close_needs_separator", False)),
         )
 
     def save(self, directory: str | Path) -> Path:

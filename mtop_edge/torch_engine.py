@@ -9,10 +9,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mtop_edge.errors import DeviceError, InputError, ModelError, require
+from mtop_edge.formats import checkpoint_spec
 from mtop_edge.forms import Intent
 from mtop_edge.metrics import Rejected
-from mtop_edge.source import SourceEncoder, load_sentencepiece, pad_batch
-from mtop_edge.spec import SP_MODEL_FILE, PointerSpec
+from mtop_edge.source import SourceEncoder, pad_batch
+from mtop_edge.spec import PointerSpec
 
 
 def load_checkpoint(model_dir: str | Path):
@@ -111,8 +112,8 @@ class TorchParser:
         if threads:
             torch.set_num_threads(threads)
         model_dir = Path(model_dir)
-        self.spec = PointerSpec.load(model_dir)
-        self.source = SourceEncoder(load_sentencepiece(model_dir / SP_MODEL_FILE), self.spec)
+        self.spec = checkpoint_spec(model_dir)
+        self.source = SourceEncoder.load(model_dir, self.spec)
         self.model = load_checkpoint(model_dir).to(device)
         self.device = device
 

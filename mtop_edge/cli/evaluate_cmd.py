@@ -61,15 +61,35 @@ def command(
     if engine == "torch":
         from mtop_edge.torch_engine import TorchParser
 
-        parse_batch = TorchParser(model_dir, device=device, threads=threads).parse_batch
+        torch_parser = TorchParser(model_dir, device=device, threads=threads)
+        parse_batch, spec, source = torch_parser.parse_batch, torch_parser.spec, torch_parser.source
+
+        def generate(sources, n_words):
+            return [row[1:] for row in torch_parser.generate_ids(sources)]
     else:
         from mtop_edge.cli.options import share_cpu_threads
         from mtop_edge.runtime import Parser
 
         share_cpu_threads(device, threads)
         parser = Parser.load(model_dir, device=device, threads=threads, constrain=constrain, label_pairs=label_pairs)
-        parse_batch = parser.parse_trees
+        parse_batch, spec, source = parser.parse_trees, parser.spec, parser.source
+
+        def generate(sources, n_words):
+            decoded = parser.decode_ids(sources, n_words)
+            return [parser.original_ids(ids) for ids in decoded.ids]
+
     result = evaluate(parse_batch, examples, batch_size=batch_size, progress=not as_json)
+    damp_figures = {}
+    if source.tokenizer is not None:  # a DAMP-format model: also DAMP's own string exact match
+        from mtop_edge.formats.damp import string_exact_match
+
+        for key, gold in (("damp_string_em_gold_spacing", True), ("damp_string_em", False)):
+            damp_figures[key] = round(
+                string_exact_match(
+                    generate, spec, source.tokenizer, examples, gold_spacing=gold, batch_size=batch_size
+                ),
+                4,
+            )
     report = {
         "engine": engine,
         "model": str(model_dir),
@@ -78,6 +98,7 @@ def command(
         "constrain": constrain if engine == "onnx" else None,
         "label_pairs": label_pairs if engine == "onnx" and constrain else None,
         **result.to_json(),
+        **damp_figures,
         "malformed_rows": len(dataset.errors),
     }
     if record:
@@ -98,3 +119,8 @@ def command(
         f"{s.intent_accuracy:.4f}, slot F1 {s.slot_f1:.4f}, well-formed {s.well_formed:.4f}, "
         f"{result.examples_per_s:.1f} examples/s"
     )
+    if damp_figures:
+        click.echo(
+            f"DAMP string exact match: {damp_figures['damp_string_em_gold_spacing']:.4f} on sources spaced with the "
+            f"gold form (as DAMP reports), {damp_figures['damp_string_em']:.4f} spaced by our word splitter"
+        )

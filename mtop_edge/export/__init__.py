@@ -21,6 +21,7 @@ from mtop_edge.export import graphs, parity, pointer_head
 from mtop_edge.export.options import ExportOptions
 from mtop_edge.export.shared_weights import share_weights
 from mtop_edge.export.trim import decoder_ids, encoder_ids, trimmed
+from mtop_edge.formats import checkpoint_spec
 from mtop_edge.manifest import (
     DECODER,
     DECODER_WITH_PAST,
@@ -30,8 +31,8 @@ from mtop_edge.manifest import (
     WEIGHTS_FILE,
     Manifest,
 )
-from mtop_edge.source import SourceEncoder, load_sentencepiece
-from mtop_edge.spec import SP_MODEL_FILE, PointerSpec
+from mtop_edge.source import SourceEncoder
+from mtop_edge.spec import PointerSpec
 
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "eval_sample.jsonl"
 SOURCE_VOCAB_FILE = "source_vocab.json"
@@ -119,12 +120,13 @@ def _versions() -> dict:
     }
 
 
-def _write_support(directory: Path, manifest: dict, sp_path: Path) -> None:
-    shutil.copyfile(sp_path, directory / SP_MODEL_FILE)
+def _write_support(directory: Path, manifest: dict, tokenizer_path: Path) -> None:
+    """Copy the source tokenizer (spiece.model, or a DAMP checkpoint's tokenizer.json) and write the manifest."""
+    shutil.copyfile(tokenizer_path, directory / tokenizer_path.name)
     manifest["sizes"] = {
         p.name: p.stat().st_size for p in sorted(directory.iterdir()) if p.suffix == ".onnx" or p.name == WEIGHTS_FILE
     }
-    manifest["sizes"][SP_MODEL_FILE] = (directory / SP_MODEL_FILE).stat().st_size
+    manifest["sizes"][tokenizer_path.name] = (directory / tokenizer_path.name).stat().st_size
     manifest["total_bytes"] = sum(manifest["sizes"].values())
     (directory / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n")
     Manifest.load(directory)  # what we wrote must read back
@@ -159,9 +161,9 @@ def export_model(
     if out.exists() and not overwrite:
         raise MtopEdgeError(f"{out} exists: pass --overwrite to replace it")
     source = resolve_checkpoint(checkpoint)
-    spec = PointerSpec.load(source)
-    sp_path = source / SP_MODEL_FILE
-    encoder = SourceEncoder(load_sentencepiece(sp_path), spec)
+    spec = checkpoint_spec(source)
+    encoder = SourceEncoder.load(source, spec)
+    sp_path = source / spec.tokenizer
     examples = read_examples(data or SAMPLE)
     weights_hash = checkpoint_hash(source)
     model = load_checkpoint(source)
@@ -206,7 +208,7 @@ def export_model(
                 manifest["pointer_head"] = _add_pointer_head(fp32, spec, keep_encoder, first_pointer)
         del model, pointer_model  # the exporter patches the model and its config; parity gets a fresh copy
         keep = {*files, *OPTIMUM_CONFIGS}
-        for path in fp32.iterdir():  # tokenizer copies: the runtime reads spiece.model only
+        for path in fp32.iterdir():  # tokenizer copies: the runtime reads its source tokenizer only
             if path.name not in keep:
                 path.unlink()
         _write_support(fp32, manifest, sp_path)

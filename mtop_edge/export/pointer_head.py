@@ -21,7 +21,6 @@ from pathlib import Path
 
 from mtop_edge.errors import ModelError
 from mtop_edge.manifest import POINTER_BIAS, POINTER_MEMORY
-from mtop_edge.modeling.pointer_head import POINTER_MASK
 
 LOGITS = "logits"
 
@@ -77,6 +76,8 @@ def add_pointer_outputs(path: Path, marker_ids: Sequence[int]) -> None:
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
+
+    from mtop_edge.modeling.pointer_head import POINTER_MASK  # torch: only when exporting such a model
 
     model = onnx.load(str(path))
     graph = model.graph

@@ -7,6 +7,10 @@ and, when the manifest records them, only label pairs seen in training (slots un
 intents nested in a slot, intents at the root). Near the step cap only moves that can still close
 the tree in time are allowed, so the cap never cuts a tree open.
 
+Models trained elsewhere may put a separator piece (a space) before every symbol but the first
+(DAMP's ``[IN:X ▁ [SL:Y ▁ <pt-2> ▁] ▁]``): the grammar then asks for a separator after each
+symbol and for a symbol after each separator, allowing a self-spaced ``▁]`` in place of the pair.
+
 Each state owns a row of an additive bias table (0 = allowed, -inf = not), so one step for the
 whole batch is a gather, two adds and an argmax; only the stack update is per row.
 """
@@ -21,7 +25,7 @@ from mtop_edge.forms import INTENT_PREFIX, SLOT_PREFIX
 from mtop_edge.pointer import CLOSE, pointer_index
 from mtop_edge.spec import PointerSpec
 
-OTHER, INTENT, SLOT, CLOSER, POINTER, EOS, PAD = range(7)
+OTHER, INTENT, SLOT, CLOSER, POINTER, EOS, PAD, SEPARATOR = range(8)
 # fixed states; per-label and per-pointer states follow
 ROOT, END, DONE, CLOSE_ONLY, POINTERS_ONLY = range(5)
 
@@ -40,11 +44,13 @@ class Grammar:
         intent_ids = np.zeros(len(vocab.intents), dtype=np.int64)
         slot_ids = np.zeros(len(vocab.slots), dtype=np.int64)
         pointer_ids = np.zeros(vocab.max_pointers, dtype=np.int64)
-        close_id = eos_id = pad_id = -1
+        close_id = eos_id = pad_id = separator_id = -1
         for exported, original in enumerate(decoder_ids):
             symbol = symbol_of.get(original)
             if original == spec.eos_id:
                 self.kind[exported], eos_id = EOS, exported
+            elif original == spec.separator_id:
+                self.kind[exported], separator_id = SEPARATOR, exported
             elif symbol is None:
                 if original == spec.pad_id:
                     self.kind[exported], pad_id = PAD, exported
@@ -93,7 +99,38 @@ class Grammar:
             allowed[row, close_id] = True
             if k + 1 < vocab.max_pointers:
                 allowed[row, pointer_ids[k + 1]] = True
+        self.separated = spec.separator_id is not None
+        if self.separated:
+            if separator_id < 0:
+                raise ValueError("the exported decoder lacks the separator piece")
+            self.close_id, self.separator_id = close_id, separator_id
+            self.close_needs_separator = spec.close_needs_separator
+            # extra rows: separator only; separator or ']'; then each state without ']' (after a separator)
+            self.separator_only, self.separator_or_close, self.no_close_base = n_states, n_states + 1, n_states + 2
+            extra = np.zeros((2, size), dtype=bool)
+            extra[:, separator_id] = True
+            extra[1, close_id] = True
+            no_close = allowed.copy()
+            no_close[:, close_id] = False
+            allowed = np.concatenate([allowed, extra, no_close])
+            self.opens = np.ones(size, dtype=bool)  # the ids a separator can lead to
+            self.opens[[close_id, eos_id, pad_id, separator_id]] = False
         self.bias = np.where(allowed, 0.0, -np.inf).astype(np.float32)
+
+    def separated_state(self, state: int, pending: bool, length_bias: np.ndarray) -> int:
+        """The state of a row of a separated model: ``pending`` = the last id was a symbol (or ``]``),
+        so a separator (or a self-spaced ``]``) comes next; else the last id was a separator."""
+        if state in (END, DONE, ROOT):
+            return state
+        if not pending:
+            return state if self.close_needs_separator else self.no_close_base + state
+        can_close = self.bias[state, self.close_id] == 0
+        if self.close_needs_separator:
+            return self.separator_only
+        can_open = bool(np.isfinite(self.bias[state, self.opens] + length_bias[self.opens]).any())
+        if can_open:
+            return self.separator_or_close if can_close else self.separator_only
+        return CLOSE_ONLY
 
     def length_bias(self, n_words: Sequence[int]) -> np.ndarray:
         """Per row: -inf for pointers at or past the row's word count."""
@@ -162,11 +199,22 @@ class ConstrainedBatch:
         self.stacks = [grammar.start() for _ in range(batch)]
         self.root_closed = [False] * batch
         self.finished = np.zeros(batch, dtype=bool)
+        self.pending = [False] * batch  # separated models: the last id was a symbol
 
     def pick(self, scores: np.ndarray, steps_left: int, chosen: np.ndarray) -> None:
         """Write each row's best allowed next id (the decoder's ids) into ``chosen``; advance the stacks."""
         grammar, stacks, root_closed, finished = self.grammar, self.stacks, self.root_closed, self.finished
-        states = [grammar.state(stacks[r], finished[r], root_closed[r], steps_left) for r in range(len(stacks))]
+        if grammar.separated:  # each symbol may cost two steps: budget the cap in symbols
+            states = [
+                grammar.separated_state(
+                    grammar.state(stacks[r], finished[r], root_closed[r], steps_left // 2),
+                    self.pending[r],
+                    self.length_bias[r],
+                )
+                for r in range(len(stacks))
+            ]
+        else:
+            states = [grammar.state(stacks[r], finished[r], root_closed[r], steps_left) for r in range(len(stacks))]
         np.take(grammar.bias, states, axis=0, out=self.work)
         self.work += scores if self.columns is None else scores[:, self.columns]
         self.work += self.length_bias
@@ -175,6 +223,8 @@ class ConstrainedBatch:
         for r, token in enumerate(self.picked.tolist()):
             if finished[r]:
                 continue
+            if grammar.separated:
+                self.pending[r] = grammar.kind[token] != SEPARATOR
             if token == grammar.eos_id:
                 finished[r] = True
             elif grammar.advance(stacks[r], token):

@@ -15,8 +15,7 @@ from mtop_edge.pointer import Word
 from mtop_edge.runtime.decoder import Decoded, GreedyDecoder
 from mtop_edge.runtime.grammar import Grammar
 from mtop_edge.runtime.results import ParseResult
-from mtop_edge.source import SourceEncoder, load_sentencepiece, pad_batch
-from mtop_edge.spec import SP_MODEL_FILE
+from mtop_edge.source import SourceEncoder, pad_batch
 
 
 def default_model_dir() -> Path:
@@ -52,7 +51,7 @@ class Parser:
         self.manifest = manifest
         self.spec = manifest.spec
         self.decoder = decoder
-        self.source = SourceEncoder(load_sentencepiece(manifest.directory / SP_MODEL_FILE), self.spec)
+        self.source = SourceEncoder.load(manifest.directory, self.spec)
         # the grammar works over the trimmed decoder's ids, or over the target columns of an untrimmed one
         columns = manifest.decoder_ids or self.spec.decoder_vocabulary()
         self.grammar = Grammar(self.spec, columns, use_pairs=label_pairs) if constrain else None

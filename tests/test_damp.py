@@ -1,0 +1,138 @@
+"""Checkpoints trained elsewhere, in the DAMP pointer format: spec derivation, export parity,
+parse results equal to transformers generate + DAMP decoding, and clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mtop_edge.errors import ModelError
+from mtop_edge.formats import checkpoint_spec
+from mtop_edge.formats.damp import pointer_target, split_words
+
+
+def test_split_words_cuts_where_damp_respaced_and_keeps_offsets():
+    assert [w.text for w in split_words("Set an alarm for 7pm, ok?")] == [
+        "Set",
+        "an",
+        "alarm",
+        "for",
+        "7",
+        "pm",
+        ",",
+        "ok",
+        "?",
+    ]
+    words = [w.text for w in split_words("call Larry's cell at 7:30am")]
+    assert words == ["call", "Larry", "'s", "cell", "at", "7", ":", "30", "am"]
+
+
+@given(st.text(alphabet=st.sampled_from(list("ab7: '.,?!s\u2019pm")), max_size=30))
+def test_split_words_are_substrings_at_their_offsets(utterance):
+    for word in split_words(utterance):
+        assert word.text and utterance[word.start : word.end] == word.text and not word.text.isspace()
+
+
+def test_pointer_target_follows_damp():
+    source, target = pointer_target("wake me at 7pm please", "[IN:CREATE_ALARM [SL:DATE_TIME at 7 pm ] ]")
+    assert source == "wake me at 7 pm please"
+    assert target == "[IN:CREATE_ALARM [SL:DATE_TIME <pt-2> <pt-3> <pt-4> ] ]"
+
+
+@pytest.fixture(scope="module")
+def damp_checkpoint(tmp_path_factory, train_sample):
+    pytest.importorskip("torch")
+    from tests.damp_checkpoint import build
+
+    out = tmp_path_factory.mktemp("damp") / "checkpoint"
+    build(out, train_sample[:32])
+    return out
+
+
+@pytest.fixture(scope="module")
+def damp_export(damp_checkpoint, tmp_path_factory):
+    from mtop_edge.export import export_model
+    from mtop_edge.export.options import ExportOptions
+
+    out = tmp_path_factory.mktemp("damp-export") / "fp32"
+    options = ExportOptions.load(None, quantize="none", parity_rows=60)
+    return out, export_model(str(damp_checkpoint), out, options, log=lambda _: None)
+
+
+def test_spec_is_derived_from_the_tokenizer(damp_checkpoint):
+    from transformers import AutoTokenizer
+
+    spec = checkpoint_spec(damp_checkpoint)
+    tokenizer = AutoTokenizer.from_pretrained(damp_checkpoint)
+    assert spec.words == "damp" and spec.tokenizer == "tokenizer.json" and not spec.markers
+    assert tokenizer.convert_ids_to_tokens(spec.separator_id) == "\u2581"
+    assert tokenizer.convert_ids_to_tokens(spec.pointer_ids[0]) == "<pt-0>"
+    # the ids a DAMP target tokenizes to are exactly the spec's symbols plus separators
+    _, target = pointer_target("set an alarm for 7pm", "[IN:CREATE_ALARM [SL:DATE_TIME for 7 pm ] ]")
+    ids = tokenizer(text_target=target).input_ids
+    symbol_of = dict(zip(spec.symbol_ids, spec.symbols, strict=True))
+    assert [symbol_of[i] for i in ids if i not in (spec.separator_id, spec.eos_id)] == [
+        "[IN:CREATE_ALARM", "[SL:DATE_TIME", "@ptr3", "@ptr4", "@ptr5", "]", "]"
+    ]  # fmt: skip
+
+
+def test_export_parity_and_parse_equal_transformers_generate(damp_checkpoint, damp_export, train_sample):
+    import torch
+    from transformers import AutoTokenizer, MT5ForConditionalGeneration
+
+    from mtop_edge.forms import same_parse
+    from mtop_edge.pointer import from_pointer_tokens
+    from mtop_edge.runtime import Parser
+
+    out, manifest = damp_export
+    assert manifest["parity"]["fp32_identical_to_torch"] == manifest["parity"]["rows"] == 60
+    assert manifest["pointer"]["separator_id"] is not None and (out / "tokenizer.json").is_file()
+
+    # transformers generate on the re-spaced utterance, decoded the DAMP way: <pt-N> -> word N
+    tokenizer = AutoTokenizer.from_pretrained(damp_checkpoint)
+    model = MT5ForConditionalGeneration.from_pretrained(damp_checkpoint).eval()
+    utterances = [e.utterance for e in train_sample[:32]]  # what the tiny model learnt: well-formed outputs
+    words = [split_words(u) for u in utterances]
+    inputs = tokenizer([" ".join(w.text for w in ws) for ws in words], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        generated = model.generate(**inputs, max_new_tokens=64, num_beams=1, do_sample=False)
+    texts = tokenizer.batch_decode(generated, skip_special_tokens=True)
+    parser = Parser.load(out, constrain=False)
+    compared = 0
+    for utterance, ws, text, result in zip(utterances, words, texts, parser.parse_batch(utterances), strict=True):
+        tokens = [t.replace("<pt-", "@ptr").rstrip(">") if t.startswith("<pt-") else t for t in text.split()]
+        try:
+            expected = from_pointer_tokens(tokens, utterance, ws)
+        except Exception:  # a malformed generate output: the runtime must not find a tree either
+            assert result.tree is None
+            continue
+        compared += 1
+        assert same_parse(result.tree, expected), (utterance, text, result.logical_form)
+        for slot in result.intent.slots:
+            if slot.text is not None:
+                assert utterance[slot.start : slot.end] == slot.text
+    assert compared >= 16  # well-formed on most rows: the comparison is not vacuous
+
+
+def test_constrained_parse_is_always_well_formed(damp_export, eval_sample):
+    from mtop_edge.runtime import Parser
+
+    results = Parser.load(damp_export[0]).parse_batch([e.utterance for e in eval_sample[:60]])
+    assert all(r.ok for r in results)
+
+
+def test_a_checkpoint_in_neither_format_is_refused_in_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from mtop_edge.cli import cli
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "mt5"}))
+    (tmp_path / "model.safetensors").write_bytes(b"not weights")
+    with pytest.raises(ModelError, match="neither an mtop-edge checkpoint"):
+        checkpoint_spec(tmp_path)
+    result = CliRunner().invoke(cli, ["export", "--model", str(tmp_path), "--out", str(tmp_path / "x")])
+    assert result.exit_code != 0 and "neither an mtop-edge checkpoint" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "x").exists()
