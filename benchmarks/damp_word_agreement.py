@@ -17,6 +17,8 @@ import re
 import sys
 
 from mtop_edge.data import read_examples
+from mtop_edge.formats.damp import pointer_target
+from mtop_edge.formats.damp import split_words as damp_split_words
 from mtop_edge.forms import serialize
 from mtop_edge.pointer import split_words
 
@@ -66,6 +68,7 @@ CANDIDATES = {
     ],
     "mtop-edge split_words": lambda u: [w.text for w in split_words(u)],
     "rules (am/pm, clock, 's, end punctuation)": rules,
+    "mtop_edge.formats.damp.split_words (what parsing uses)": lambda u: [w.text for w in damp_split_words(u)],
 }
 
 
@@ -82,6 +85,10 @@ def main(paths: list[str]) -> None:
     for path in paths:
         examples = read_examples(path)
         expected = [damp_words(e.utterance, serialize(e.tree)) for e in examples]
+        assert all(
+            pointer_target(e.utterance, serialize(e.tree))[0].split() == w
+            for e, w in zip(examples, expected, strict=True)
+        )
         print(f"{path}: {len(examples)} rows")
         for name, split in CANDIDATES.items():
             same = sum(split(e.utterance) == words for e, words in zip(examples, expected, strict=True))

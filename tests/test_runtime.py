@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import subprocess
@@ -436,3 +437,43 @@ def test_in_process_callers_keep_per_session_pools(tiny_export):
     MtopEdgeEngine(tiny_export[0], threads=2, device="cpu", constrain=True)
     session = ort.InferenceSession(str(tiny_export[0] / "encoder_model.onnx"), providers=["CPUExecutionProvider"])
     assert session.get_inputs()[0].name == "input_ids"
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n_words=st.lists(st.integers(1, 12), min_size=1, max_size=6),
+    cap=st.integers(5, 40),
+    close_needs_separator=st.booleans(),
+)
+def test_separated_models_get_a_separator_before_each_symbol_but_the_first(seed, n_words, cap, close_needs_separator):
+    """DAMP-style targets: ``[IN:X ▁ [SL:Y ▁ <pt-2> ▁] ▁]`` (or ``▁ ]`` when ']' is not self-spaced)."""
+    separator = 5
+    spec = PointerSpec(
+        vocab=VOCAB,
+        symbol_ids=tuple(range(10, 10 + len(VOCAB.symbols))),
+        separator_id=separator,
+        close_needs_separator=close_needs_separator,
+    )
+    columns = spec.decoder_vocabulary()
+    grammar = Grammar(spec, columns)
+    rng = np.random.default_rng(seed)
+    state = ConstrainedBatch(grammar, n_words)
+    chosen = np.empty(len(n_words), dtype=np.int64)
+    outputs = [[] for _ in n_words]
+    for t in range(cap):
+        state.pick(rng.normal(scale=5.0, size=(len(n_words), len(columns))).astype(np.float32), cap - t, chosen)
+        for row, token in enumerate(chosen.tolist()):
+            outputs[row].append(columns[token])
+        if state.finished.all():
+            break
+    assert state.finished.all()
+    close = spec.symbol_ids[spec.symbols.index("]")]
+    for row, ids in enumerate(outputs):
+        body = ids[: ids.index(spec.eos_id)]
+        for previous, current in itertools.pairwise(body):
+            needs = current != separator and (current != close or close_needs_separator)
+            assert (previous == separator) == needs, body
+        assert body[0] != separator and body[-1] != separator
+        utterance = " ".join(_distinct_words(n_words[row]))
+        assert isinstance(spec.decode(body, utterance, split_words(utterance)), Intent)

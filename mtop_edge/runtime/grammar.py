@@ -204,10 +204,12 @@ class ConstrainedBatch:
     def pick(self, scores: np.ndarray, steps_left: int, chosen: np.ndarray) -> None:
         """Write each row's best allowed next id (the decoder's ids) into ``chosen``; advance the stacks."""
         grammar, stacks, root_closed, finished = self.grammar, self.stacks, self.root_closed, self.finished
-        if grammar.separated:  # each symbol may cost two steps: budget the cap in symbols
+        if grammar.separated:
+            # each symbol may cost two steps: budget the cap in symbols, as seen from the step after
+            # a separator (so the state a separator leads to is the one judged here)
             states = [
                 grammar.separated_state(
-                    grammar.state(stacks[r], finished[r], root_closed[r], steps_left // 2),
+                    grammar.state(stacks[r], finished[r], root_closed[r], (steps_left - self.pending[r]) // 2),
                     self.pending[r],
                     self.length_bias[r],
                 )
