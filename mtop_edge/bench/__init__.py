@@ -20,10 +20,11 @@ from mtop_edge.bench.artifacts import build_artifacts, needed_kinds, profile_kin
 from mtop_edge.bench.engines import DEFAULT_ENGINES, ENGINES, base_name, variant
 from mtop_edge.data import Example, read_examples
 from mtop_edge.errors import InputError, MtopEdgeError, require
+from mtop_edge.formats import checkpoint_spec
 from mtop_edge.forms import same_parse
 from mtop_edge.pointer import split_words, to_pointer_tokens
-from mtop_edge.source import SourceEncoder, load_sentencepiece
-from mtop_edge.spec import SP_MODEL_FILE, PointerSpec
+from mtop_edge.source import SourceEncoder
+from mtop_edge.spec import PointerSpec
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 REFERENCE_SHAPE = "mt5-small-shape"
@@ -145,7 +146,7 @@ class Inputs:
 def prepare_inputs(
     checkpoint: Path, spec: PointerSpec, examples: Sequence[Example], rows: int, trained: bool
 ) -> Inputs:
-    encoder = SourceEncoder(load_sentencepiece(checkpoint / SP_MODEL_FILE), spec)
+    encoder = SourceEncoder.load(checkpoint, spec)
     kept, sources, counts = [], [], []
     for example in examples:
         try:
@@ -230,7 +231,7 @@ def bench_model(
     name: str, checkpoint: Path, trained: bool, options: BenchOptions, examples: Sequence[Example], log: Callable
 ) -> list[dict]:
     """Every engine on one checkpoint, at every thread setting: one row per engine x threads x batch size."""
-    spec = PointerSpec.load(checkpoint)
+    spec = checkpoint_spec(checkpoint)
     inputs = prepare_inputs(checkpoint, spec, examples, options.rows, trained)
     # constrained decoding cannot run a forced number of steps: on random weights only the unconstrained runtime
     engines = [e for e in options.engines if trained or not (e.startswith("mtop-edge") and variant(e) == "")]

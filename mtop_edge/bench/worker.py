@@ -28,9 +28,9 @@ def main() -> None:
     os.dup2(2, 1)
     config = json.loads(sys.argv[1])
     from mtop_edge.bench.engines import load_engine
-    from mtop_edge.spec import PointerSpec
+    from mtop_edge.formats import checkpoint_spec
 
-    spec = PointerSpec.load(config["checkpoint"])
+    spec = checkpoint_spec(config["checkpoint"])
     if config["engine"].startswith("mtop-edge") and config["device"] == "cpu":
         from mtop_edge.runtime import share_thread_pool
 
