@@ -163,3 +163,19 @@ def test_string_exact_match_scores_damp_targets(damp_checkpoint, train_sample):
     wrong = [golds[1]] * len(rows)
     score = string_exact_match(lambda s, n: wrong[: len(s)], spec, tokenizer, rows, gold_spacing=False)
     assert score == sum(g == golds[1] for g in golds) / len(rows)
+
+
+def test_evaluate_reports_damp_string_exact_match(damp_checkpoint, damp_export):
+    from click.testing import CliRunner
+
+    from mtop_edge.cli import cli
+    from tests.conftest import SAMPLES
+
+    data = str(SAMPLES / "eval_sample.jsonl")
+    for engine, model in (("onnx", damp_export[0]), ("torch", damp_checkpoint)):
+        args = ["evaluate", "--engine", engine, "--model", str(model), "--data", data, "--limit", "20", "--json"]
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.output.strip().splitlines()[-1])
+        assert report["n"] == 20 and 0.0 <= report["damp_string_em_gold_spacing"] <= 1.0
+        assert 0.0 <= report["damp_string_em"] <= 1.0

@@ -60,4 +60,4 @@ def test_evaluate_cli_missing_checkpoint_files(tmp_path):
         cli, ["evaluate", "--model", str(tmp_path), "--data", str(SAMPLES / "eval_sample.jsonl")]
     )
     assert result.exit_code == 1
-    assert "pointer.json: missing" in result.output
+    assert "neither an mtop-edge checkpoint (pointer.json)" in result.output

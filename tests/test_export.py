@@ -145,7 +145,7 @@ def test_existing_output_needs_overwrite(tiny_model, tmp_path):
     ("damage", "message"),
     [
         (lambda d: (d / "model.safetensors").write_bytes(b"not a safetensors file"), "cannot load the checkpoint"),
-        (lambda d: (d / "pointer.json").unlink(), "pointer.json: missing"),
+        (lambda d: (d / "pointer.json").unlink(), "neither an mtop-edge checkpoint (pointer.json)"),
         (lambda d: (d / "pointer.json").write_text("{"), "pointer.json: corrupt pointer spec"),
         (lambda d: (d / "config.json").unlink(), "config.json: missing"),
         (lambda d: (d / "spiece.model").write_bytes(b"junk"), "spiece.model: corrupt sentencepiece model"),
