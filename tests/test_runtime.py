@@ -108,19 +108,9 @@ def test_random_logits_always_decode_to_well_formed_trees(seed, n_words, cap, us
     spec = make_spec(VOCAB)
     columns = spec.decoder_vocabulary()
     grammar = Grammar(spec, columns, use_pairs=use_pairs)
-    rng = np.random.default_rng(seed)
     # an untrimmed decoder has more ids than the grammar's columns; they must be ignored
     vocab_size = max(columns) + 5 if untrimmed else len(columns)
-    state = ConstrainedBatch(grammar, n_words, np.asarray(columns) if untrimmed else None)
-    chosen = np.empty(len(n_words), dtype=np.int64)
-    outputs = [[] for _ in n_words]
-    for t in range(cap):
-        state.pick(rng.normal(scale=5.0, size=(len(n_words), vocab_size)).astype(np.float32), cap - t, chosen)
-        for row, token in enumerate(chosen.tolist()):
-            outputs[row].append(token)
-        if state.finished.all():
-            break
-    assert state.finished.all()
+    outputs = _decode_random_logits(grammar, n_words, cap, seed, vocab_size, np.asarray(columns) if untrimmed else None)
     for row, ids in enumerate(outputs):
         original = [columns[i] for i in ids] if not untrimmed else ids
         utterance = " ".join(_distinct_words(n_words[row]))  # exactly n_words[row] words
@@ -135,6 +125,22 @@ def test_random_logits_always_decode_to_well_formed_trees(seed, n_words, cap, us
                 for slot in intent.slots:  # only intents seen nested in that slot may nest there
                     if isinstance(slot.value, Intent):
                         assert slot.value.label in VOCAB.slot_intents[slot.label]
+
+
+def _decode_random_logits(grammar, n_words, cap, seed, vocab_size, columns=None) -> list[list[int]]:
+    """Constrained greedy picks over random logits until every row ends (it must, within ``cap``)."""
+    rng = np.random.default_rng(seed)
+    state = ConstrainedBatch(grammar, n_words, columns)
+    chosen = np.empty(len(n_words), dtype=np.int64)
+    outputs: list[list[int]] = [[] for _ in n_words]
+    for t in range(cap):
+        state.pick(rng.normal(scale=5.0, size=(len(n_words), vocab_size)).astype(np.float32), cap - t, chosen)
+        for row, token in enumerate(chosen.tolist()):
+            outputs[row].append(token)
+        if state.finished.all():
+            break
+    assert state.finished.all()
+    return outputs
 
 
 def _assert_pointer_runs(symbols: list[str], n_words: int) -> None:
@@ -457,19 +463,10 @@ def test_separated_models_get_a_separator_before_each_symbol_but_the_first(seed,
     )
     columns = spec.decoder_vocabulary()
     grammar = Grammar(spec, columns)
-    rng = np.random.default_rng(seed)
-    state = ConstrainedBatch(grammar, n_words)
-    chosen = np.empty(len(n_words), dtype=np.int64)
-    outputs = [[] for _ in n_words]
-    for t in range(cap):
-        state.pick(rng.normal(scale=5.0, size=(len(n_words), len(columns))).astype(np.float32), cap - t, chosen)
-        for row, token in enumerate(chosen.tolist()):
-            outputs[row].append(columns[token])
-        if state.finished.all():
-            break
-    assert state.finished.all()
+    outputs = _decode_random_logits(grammar, n_words, cap, seed, len(columns))
     close = spec.symbol_ids[spec.symbols.index("]")]
-    for row, ids in enumerate(outputs):
+    for row, exported in enumerate(outputs):
+        ids = [columns[i] for i in exported]
         body = ids[: ids.index(spec.eos_id)]
         for previous, current in itertools.pairwise(body):
             needs = current != separator and (current != close or close_needs_separator)
