@@ -16,7 +16,8 @@ ENGINES = ("torch", "onnx")
     "model_dir",
     required=True,
     type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="torch: a checkpoint from `mtop-edge train`; onnx: a directory from `mtop-edge export`.",
+    help="torch: a checkpoint (from `mtop-edge train`, or in the DAMP pointer format); "
+    "onnx: a directory from `mtop-edge export`.",
 )
 @click.option(
     "--data",

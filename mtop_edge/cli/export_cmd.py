@@ -16,7 +16,8 @@ from mtop_edge.export.options import CHOICES, HELP, ExportOptions
     "--model",
     "checkpoint",
     required=True,
-    help="Checkpoint directory from `mtop-edge train`, or a hub id of an MTOP pointer checkpoint.",
+    help="Checkpoint from `mtop-edge train` or in the DAMP pointer format (`<pt-N>` added tokens): "
+    "a directory or a hub id.",
 )
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Model directory to write.")
 @click.option(
