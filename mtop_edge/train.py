@@ -350,6 +350,24 @@ def _trainer_class():
             return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
 
         train_collator = None  # word dropout: training batches only, never eval batches
+        absent_pointers: tuple[int, int, float] | None = None  # (first pointer id, count, smoothing)
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            """With ``mask_absent_pointers``: the loss sees no probability on pointers past the row's
+            words (decoding never emits them: the grammar masks them too)."""
+            if self.absent_pointers is None or not model.training:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            from mtop_edge.modeling.pointer_head import absent_pointer_bias, masked_loss
+
+            start, count, smoothing = self.absent_pointers
+            labels = inputs["labels"]
+            outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
+            bias = absent_pointer_bias(inputs["input_ids"], start, count).unsqueeze(1)
+            logits = outputs.logits
+            pointers = logits[..., start : start + count] + bias.to(logits.dtype)
+            logits = torch.cat([logits[..., :start], pointers, logits[..., start + count :]], dim=-1)
+            loss = masked_loss(logits, labels, smoothing)
+            return (loss, outputs) if return_outputs else loss
 
         def get_train_dataloader(self):
             if self.train_collator is None:
@@ -454,7 +472,7 @@ def train(
         warmup_ratio=recipe.warmup_ratio,
         max_steps=recipe.max_steps,
         num_train_epochs=recipe.epochs,
-        label_smoothing_factor=0.0 if recipe.pointer_head else recipe.label_smoothing,
+        label_smoothing_factor=0.0 if recipe.pointer_head or recipe.mask_absent_pointers else recipe.label_smoothing,
         seed=recipe.seed,
         bf16=use_bf16,
         use_cpu=device == "cpu",
@@ -510,6 +528,10 @@ def train(
         callbacks=[rank_record, *limits, *extra_callbacks],
     )
     trainer.train_collator = train_collator
+    if recipe.mask_absent_pointers:
+        if recipe.pointer_head or not spec.markers:
+            raise MtopEdgeError("mask_absent_pointers is for @ptrN models with markers (the pointer head masks itself)")
+        trainer.absent_pointers = (spec.pointer_ids[0], len(spec.pointer_ids), recipe.label_smoothing)
     trainer.setup_exact_match(spec, eval_features.em_rows, total=len(eval_examples))
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)

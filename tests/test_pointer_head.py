@@ -155,3 +155,10 @@ def test_label_smoothing_gives_absent_words_no_share():
     torch.testing.assert_close(model.loss(logits, labels), expected)
     model.config.pointer_label_smoothing = 0.0
     torch.testing.assert_close(model.loss(logits, labels), torch.log(torch.tensor(14.0)))
+
+
+def test_absent_pointer_bias_masks_pointers_past_the_rows_words():
+    from mtop_edge.modeling.pointer_head import POINTER_MASK, absent_pointer_bias
+
+    ids = torch.tensor([[12, 5, 13, 6, 1], [12, 7, 1, 0, 0]])  # markers 12, 13 = @ptr0, @ptr1 of 4 pointers
+    assert (absent_pointer_bias(ids, 12, 4) / -POINTER_MASK).tolist() == [[0, 0, 1, 1], [0, 1, 1, 1]]

@@ -32,6 +32,28 @@ def pointer_memory(input_ids: torch.Tensor, hidden: torch.Tensor, start: int, co
     return memory, bias
 
 
+def absent_pointer_bias(input_ids: torch.Tensor, start: int, count: int) -> torch.Tensor:
+    """0 / -POINTER_MASK per pointer ([B, P]): whether the row has a word there (its marker)."""
+    markers = torch.arange(start, start + count, device=input_ids.device)
+    return ((input_ids.unsqueeze(-1) == markers).any(1).float() - 1.0) * POINTER_MASK
+
+
+def masked_loss(logits: torch.Tensor, labels: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
+    """Cross-entropy, label-smoothed over the columns a row can emit: masked pointers of absent
+    words get no share (the Trainer's smoother would give them one, and report a loss near 1e4 x
+    that share)."""
+    logp = logits.float().log_softmax(-1).flatten(0, 1)
+    labels = labels.flatten()
+    kept = labels != -100
+    logp, labels = logp[kept], labels[kept]
+    nll = -logp.gather(1, labels.unsqueeze(1)).squeeze(1)
+    if not smoothing:
+        return nll.mean()
+    open_columns = logp > -POINTER_MASK / 2
+    uniform = -(logp * open_columns).sum(-1) / open_columns.sum(-1)
+    return ((1 - smoothing) * nll + smoothing * uniform).mean()
+
+
 def feed_back(ids: torch.Tensor, embeddings: torch.Tensor, memory: torch.Tensor, start: int) -> torch.Tensor:
     """Decoder inputs: token embeddings, with each pointer replaced by its word's marker state."""
     count = memory.shape[1]
@@ -100,20 +122,8 @@ class PointerHeadT5(MT5ForConditionalGeneration):
         return Seq2SeqLMOutput(loss=loss, logits=logits)
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy, label-smoothed by ``config.pointer_label_smoothing`` over the columns a
-        row can emit: the masked pointers of absent words get no share (the Trainer's smoother
-        would give them one, and report a loss near 1e4 x that share)."""
-        smoothing = getattr(self.config, "pointer_label_smoothing", 0.0)
-        logp = logits.float().log_softmax(-1).flatten(0, 1)
-        labels = labels.flatten()
-        kept = labels != -100
-        logp, labels = logp[kept], labels[kept]
-        nll = -logp.gather(1, labels.unsqueeze(1)).squeeze(1)
-        if not smoothing:
-            return nll.mean()
-        open_columns = logp > -POINTER_MASK / 2
-        uniform = -(logp * open_columns).sum(-1) / open_columns.sum(-1)
-        return ((1 - smoothing) * nll + smoothing * uniform).mean()
+        """Cross-entropy label-smoothed by ``config.pointer_label_smoothing`` (see ``masked_loss``)."""
+        return masked_loss(logits, labels, getattr(self.config, "pointer_label_smoothing", 0.0))
 
     @torch.inference_mode()
     def greedy(self, input_ids, attention_mask, *, max_new_tokens: int, suppress: torch.Tensor | None = None):
