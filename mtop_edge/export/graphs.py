@@ -24,7 +24,8 @@ FP16_BLOCKED_NODE_PATTERNS = ("DenseReluDense/wo", "layer_norm/Add")
 @contextlib.contextmanager
 def _quiet():
     """Silence the exporters' tracer warnings and progress chatter (our own output says what happened)."""
-    loggers = [logging.getLogger(name) for name in ("optimum", "transformers", "torch.onnx", "onnxruntime")]
+    # the quantizer logs its "consider pre-processing" advice on the root logger
+    loggers = [logging.getLogger(name) for name in ("optimum", "transformers", "torch.onnx", "onnxruntime", None)]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
