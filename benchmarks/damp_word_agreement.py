@@ -3,10 +3,9 @@ pointer checkpoint was trained on? (Groundwork for issue 12.)
 
 DAMP (SALT-NLP) re-spaces each training source so that every token of the gold logical form's
 slots stands alone ("for 7pm" -> "for 7 pm" when the slot reads "7 pm"), then points at positions
-in the whitespace split of that re-spaced source. At parse time there is no gold form, so a
-splitter must guess the same words. This script re-implements the re-spacing as described
-(find each slot token after the previous one, surround it with spaces) and reports, per candidate
-splitter, the share of MTOP rows whose words come out identical.
+in the whitespace split of that re-spaced source (``mtop_edge.formats.damp.pointer_target``). At
+parse time there is no gold form, so a splitter must guess the same words. This script reports,
+per candidate splitter, the share of MTOP rows whose words come out identical.
 
     python benchmarks/damp_word_agreement.py ../shared/data/mtop/en/train.jsonl ../shared/data/mtop/en/eval.txt
 """
@@ -21,22 +20,6 @@ from mtop_edge.formats.damp import pointer_target
 from mtop_edge.formats.damp import split_words as damp_split_words
 from mtop_edge.forms import serialize
 from mtop_edge.pointer import split_words
-
-
-def damp_words(utterance: str, logical_form: str) -> list[str]:
-    """The source words of DAMP's training input: slot tokens isolated, then a whitespace split."""
-    source, previous = utterance, 0
-    for token in logical_form.split():
-        if token.startswith(("[", "]")):
-            continue
-        found = source.find(token, previous)
-        offset = found if found >= 0 else source.find(token)  # DAMP falls back to a search from the start
-        if offset < 0:
-            continue
-        source = source[:offset] + " " + token + " " + source[offset + len(token) :]
-        previous = offset + len(token) + 2
-    return source.split()
-
 
 _DIGIT_LETTER = re.compile(r"(?<=\d)(?=[^\W\d_])|(?<=[^\W\d_])(?=\d)")
 _EDGE_PUNCT = re.compile(r"^([^\w]+)|([^\w]+)$")
@@ -84,11 +67,8 @@ def _split_edges(word: str) -> list[str]:
 def main(paths: list[str]) -> None:
     for path in paths:
         examples = read_examples(path)
-        expected = [damp_words(e.utterance, serialize(e.tree)) for e in examples]
-        assert all(
-            pointer_target(e.utterance, serialize(e.tree))[0].split() == w
-            for e, w in zip(examples, expected, strict=True)
-        )
+        # the source words of DAMP's training input: slot tokens isolated with the gold form, then split
+        expected = [pointer_target(e.utterance, serialize(e.tree))[0].split() for e in examples]
         print(f"{path}: {len(examples)} rows")
         for name, split in CANDIDATES.items():
             same = sum(split(e.utterance) == words for e, words in zip(examples, expected, strict=True))
