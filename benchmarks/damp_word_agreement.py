@@ -24,25 +24,6 @@ from mtop_edge.pointer import split_words
 _DIGIT_LETTER = re.compile(r"(?<=\d)(?=[^\W\d_])|(?<=[^\W\d_])(?=\d)")
 _EDGE_PUNCT = re.compile(r"^([^\w]+)|([^\w]+)$")
 
-_AM_PM = re.compile(r"(?<=\d)(?=(?:am|pm|AM|PM|a\.m\.|p\.m\.)\b)")
-_CLOCK = re.compile(r"(?<=\d)(:)(?=\d)")
-_CLITIC = re.compile(r"(?<=\w)('s|\u2019s)\b")
-
-
-def rules(utterance: str) -> list[str]:
-    """The best of 64 rule combinations tried: 7pm -> 7 pm (ordinals stay: 21st), 7:30 -> 7 : 30,
-    Larry's -> Larry 's, and . , ? ! split off a word's end."""
-    text = _CLITIC.sub(r" \1", _CLOCK.sub(r" \1 ", _AM_PM.sub(" ", utterance)))
-    words = []
-    for word in text.split():
-        tail = []
-        while len(word) > 1 and word[-1] in ".,?!":
-            tail.insert(0, word[-1])
-            word = word[:-1]
-        words += [word, *tail]
-    return words
-
-
 CANDIDATES = {
     "whitespace": lambda u: u.split(),
     "whitespace + digit/letter": lambda u: _DIGIT_LETTER.sub(" ", u).split(),
@@ -50,7 +31,8 @@ CANDIDATES = {
         part for word in _DIGIT_LETTER.sub(" ", u).split() for part in _split_edges(word)
     ],
     "mtop-edge split_words": lambda u: [w.text for w in split_words(u)],
-    "rules (am/pm, clock, 's, end punctuation)": rules,
+    # the best of 64 rule combinations tried: 7pm -> 7 pm (ordinals stay), 7:30 -> 7 : 30,
+    # Larry's -> Larry 's, and . , ? ! split off a word's end
     "mtop_edge.formats.damp.split_words (what parsing uses)": lambda u: [w.text for w in damp_split_words(u)],
 }
 
