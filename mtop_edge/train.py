@@ -312,23 +312,22 @@ class WordDropout:
         return batch
 
 
-class TimeLimit:
-    """Stops training after ``minutes``; the Trainer then evaluates, saves, and loads the best checkpoint."""
+def time_limit(minutes: float):
+    """A callback that stops training after ``minutes``; the Trainer then evaluates, saves and
+    loads the best checkpoint (transformers is imported lazily, hence a factory)."""
+    from transformers import TrainerCallback
 
-    def __new__(cls, minutes: float):
-        from transformers import TrainerCallback
+    class TimeLimit(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.deadline = time.time() + minutes * 60
 
-        class _TimeLimit(TrainerCallback):
-            def on_train_begin(self, args, state, control, **kwargs):
-                self.deadline = time.time() + minutes * 60
+        def on_step_end(self, args, state, control, **kwargs):
+            if time.time() > self.deadline:
+                control.should_training_stop = control.should_evaluate = control.should_save = True
+                print(f"time limit ({minutes} min) reached at step {state.global_step}")
+            return control
 
-            def on_step_end(self, args, state, control, **kwargs):
-                if time.time() > self.deadline:
-                    control.should_training_stop = control.should_evaluate = control.should_save = True
-                    print(f"time limit ({minutes} min) reached at step {state.global_step}")
-                return control
-
-        return _TimeLimit()
+    return TimeLimit()
 
 
 def _trainer_class():
@@ -517,7 +516,7 @@ def train(
         train_collator = WordDropout(collator, spec, recipe.word_dropout, recipe.seed + _rank())
     else:
         train_collator = None
-    limits = [TimeLimit(recipe.max_minutes)] if recipe.max_minutes > 0 else []
+    limits = [time_limit(recipe.max_minutes)] if recipe.max_minutes > 0 else []
     trainer = _trainer_class()(
         model=model,
         args=args,

@@ -164,7 +164,7 @@ def export_model(
     source = resolve_checkpoint(checkpoint)
     spec = checkpoint_spec(source)
     encoder = SourceEncoder.load(source, spec)
-    sp_path = source / spec.tokenizer
+    tokenizer_path = source / spec.tokenizer
     examples = read_examples(data or SAMPLE)
     weights_hash = checkpoint_hash(source)
     model = load_checkpoint(source)
@@ -218,7 +218,7 @@ def export_model(
         for path in fp32.iterdir():  # tokenizer copies: the runtime reads its source tokenizer only
             if path.name not in keep:
                 path.unlink()
-        _write_support(fp32, manifest, sp_path)
+        _write_support(fp32, manifest, tokenizer_path)
         stage = fp32
         if options.quantize != "none":
             stage = scratch / "model"
@@ -239,7 +239,7 @@ def export_model(
                 f"shared weights: {manifest['shared_weights']['bytes_before'] / 1e6:.2f} MB -> "
                 f"{manifest['shared_weights']['bytes_after'] / 1e6:.2f} MB"
             )
-        _write_support(stage, manifest, sp_path)
+        _write_support(stage, manifest, tokenizer_path)
         if options.parity_rows > 0:
             log(f"checking parity on {options.parity_rows} rows of {data or SAMPLE}")
             manifest["parity"] = parity.check(
@@ -257,7 +257,7 @@ def export_model(
         else:
             manifest["parity"] = {"skipped": True}
         manifest["parity"]["data"] = str(data or SAMPLE)
-        _write_support(stage, manifest, sp_path)
+        _write_support(stage, manifest, tokenizer_path)
         (stage / "README.md").write_text(model_card(manifest, checkpoint))
         if out.exists():  # --overwrite: swap the old directory out only now that the new one is complete
             shutil.move(out, scratch / "old")

@@ -116,20 +116,21 @@ class Grammar:
             self.opens = np.ones(size, dtype=bool)  # the ids a separator can lead to
             self.opens[[close_id, eos_id, pad_id, separator_id]] = False
         self.bias = np.where(allowed, 0.0, -np.inf).astype(np.float32)
+        if self.separated:
+            self.open_bias = np.ascontiguousarray(self.bias[:, self.opens])  # sliced once, not per step
 
-    def separated_state(self, state: int, pending: bool, length_bias: np.ndarray) -> int:
+    def separated_state(self, state: int, pending: bool, open_length_bias: np.ndarray) -> int:
         """The state of a row of a separated model: ``pending`` = the last id was a symbol (or ``]``),
-        so a separator (or a self-spaced ``]``) comes next; else the last id was a separator."""
+        so a separator (or a self-spaced ``]``) comes next; else the last id was a separator.
+        ``open_length_bias``: the row's length bias over the ids a separator can lead to."""
         if state in (END, DONE, ROOT):
             return state
         if not pending:
             return state if self.close_needs_separator else self.no_close_base + state
-        can_close = self.bias[state, self.close_id] == 0
         if self.close_needs_separator:
             return self.separator_only
-        can_open = bool(np.isfinite(self.bias[state, self.opens] + length_bias[self.opens]).any())
-        if can_open:
-            return self.separator_or_close if can_close else self.separator_only
+        if np.isfinite(self.open_bias[state] + open_length_bias).any():
+            return self.separator_or_close if self.bias[state, self.close_id] == 0 else self.separator_only
         return CLOSE_ONLY
 
     def length_bias(self, n_words: Sequence[int]) -> np.ndarray:
@@ -200,6 +201,8 @@ class ConstrainedBatch:
         self.root_closed = [False] * batch
         self.finished = np.zeros(batch, dtype=bool)
         self.pending = [False] * batch  # separated models: the last id was a symbol
+        if grammar.separated:
+            self.open_length_bias = self.length_bias[:, grammar.opens]
 
     def pick(self, scores: np.ndarray, steps_left: int, chosen: np.ndarray) -> None:
         """Write each row's best allowed next id (the decoder's ids) into ``chosen``; advance the stacks."""
@@ -211,7 +214,7 @@ class ConstrainedBatch:
                 grammar.separated_state(
                     grammar.state(stacks[r], finished[r], root_closed[r], (steps_left - self.pending[r]) // 2),
                     self.pending[r],
-                    self.length_bias[r],
+                    self.open_length_bias[r],
                 )
                 for r in range(len(stacks))
             ]
