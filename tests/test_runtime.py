@@ -44,12 +44,17 @@ def test_unconstrained_runtime_equals_pytorch_greedy_token_for_token(tiny_model,
         sources.append(source.ids)
         counts.append(len(source.words))
     expected = torch_parser.generate_ids(sources, target_only=True)
+    expected = [ids[1:-1] if ids[-1] == parser.spec.eos_id else ids[1:] for ids in expected]
     for batch_size in (1, 7, 64):  # padding and per-row stopping must not change anything
         got = []
         for i in range(0, len(sources), batch_size):
-            decoded = parser.decode_ids(sources[i : i + batch_size], counts[i : i + batch_size])
+            decoded = parser.decode_ids(sources[i : i + batch_size], counts[i : i + batch_size], batch_size=64)
             got.extend(parser.original_ids(ids) for ids in decoded.ids)
-        assert got == [ids[1:-1] if ids[-1] == parser.spec.eos_id else ids[1:] for ids in expected]
+        assert got == expected
+    # more rows than max_batch: sorted by length, decoded in slices, returned in the input order
+    assert max(map(len, sources)) > min(map(len, sources)) and parser.max_batch < len(sources)
+    assert [parser.original_ids(ids) for ids in parser.decode_ids(sources, counts).ids] == expected
+    assert [parser.original_ids(ids) for ids in parser.decode_ids(sources, counts, batch_size=5).ids] == expected
 
 
 def test_constrained_output_is_always_well_formed(tiny_export):

@@ -34,7 +34,12 @@ from mtop_edge.errors import InputError, MtopEdgeError
     is_flag=True,
     help="Print one JSON object (utterance, logical_form, intent, slots, model: name@hash of the model that answered).",
 )
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, help="Utterances decoded together (streams).")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    help="Utterances decoded together [default: the runtime's Parser.max_batch]; a stream is read in chunks of "
+    "8 batches, each sorted by length.",
+)
 @click.option("--constrain/--no-constrain", default=True, help="Grammar-constrained decoding (always well-formed).")
 @click.option("--truncate", is_flag=True, help="Parse only the first words the model can point to (flagged).")
 def command(utterance, input_file, model_dir, device, threads, as_json, batch_size, constrain, truncate) -> None:
@@ -55,7 +60,7 @@ def command(utterance, input_file, model_dir, device, threads, as_json, batch_si
     if utterance is not None and not utterance.strip():
         raise InputError("empty utterance: nothing to parse")
     share_cpu_threads(device, threads)
-    parser = Parser.load(model_dir, device=device, threads=threads, constrain=constrain)
+    parser = Parser.load(model_dir, device=device, threads=threads, constrain=constrain, max_batch=batch_size)
     if utterance is not None:
         result = parser.parse(utterance, truncate=truncate)
         if as_json:  # one rule for both outputs: a malformed parse (only with --no-constrain) exits 1
@@ -67,21 +72,21 @@ def command(utterance, input_file, model_dir, device, threads, as_json, batch_si
         else:  # only possible with --no-constrain: the model's output was not a tree
             raise MtopEdgeError(result.error)
         return
-    failures = _stream(parser, input_file, batch_size, truncate)
+    failures = _stream(parser, input_file, 8 * parser.max_batch, truncate)
     if failures:
         click.echo(f"{failures} line(s) could not be parsed (see their error records)", err=True)
         sys.exit(1)
 
 
-def _stream(parser, handle, batch_size: int, truncate: bool) -> int:
-    """Parse a line-per-utterance stream in batches; a bad line yields an error record, not a stop."""
+def _stream(parser, handle, chunk: int, truncate: bool) -> int:
+    """Parse a line-per-utterance stream in chunks of lines; a bad line yields an error record, not a stop."""
     failures = 0
     pending: list[tuple[int, str | None, str | None]] = []
 
     def flush() -> None:
         nonlocal failures
         good = [(n, text) for n, text, error in pending if error is None]
-        results = iter(parser.parse_batch([t for _, t in good], truncate=truncate, strict=False, batch_size=batch_size))
+        results = iter(parser.parse_batch([t for _, t in good], truncate=truncate, strict=False))
         for number, text, error in pending:
             if error is not None:
                 record = {"line": number, "utterance": text, "error": error}
@@ -100,7 +105,7 @@ def _stream(parser, handle, batch_size: int, truncate: bool) -> int:
             pending.append((number, None, f"invalid UTF-8 at byte {exc.start}"))
         else:
             pending.append((number, text, None if text.strip() else "empty utterance: nothing to parse"))
-        if len(pending) >= batch_size:
+        if len(pending) >= chunk:
             flush()
     flush()
     return failures

@@ -69,7 +69,7 @@ def create_app(parser: Parser, settings: ServeSettings = ServeSettings()) -> Sta
     state: dict = {"batcher": None}
 
     def parse_batch(utterances, truncate: bool):
-        results = parser.parse_batch(utterances, truncate=truncate, strict=False, batch_size=settings.max_batch)
+        results = parser.parse_batch(utterances, truncate=truncate, strict=False)
         metrics.utterances.inc(len(utterances))
         return results
 
