@@ -240,3 +240,56 @@ def test_int8_agreement_in_the_manifest_is_recomputed_exactly(tiny_export, tiny_
         ids = [[r[0] for r in chunk], [r[1] for r in chunk]]
         same += sum(a == b for a, b in zip(int8.decode_ids(*ids).ids, fp32.decode_ids(*ids).ids, strict=True))
     assert same == tiny_export[1]["parity"]["quantized_identical_to_fp32"]
+
+
+# -- fused graphs (export option fuse) -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_bias_by_distance_is_t5s_position_bias_at_every_length(bidirectional):
+    import torch
+    from transformers import T5Config
+    from transformers.models.t5.modeling_t5 import T5Attention
+
+    from mtop_edge.export.fusion import bias_by_distance
+
+    config = T5Config(d_model=16, d_kv=4, num_heads=3, relative_attention_max_distance=20, is_decoder=not bidirectional)
+    attention = T5Attention(config, has_relative_attention_bias=True)
+    torch.nn.init.normal_(attention.relative_attention_bias.weight)
+    table = attention.relative_attention_bias.weight.detach().numpy()
+    by_distance = bias_by_distance(table, bidirectional=bidirectional, max_distance=20)
+    length = 70  # well past max_distance: every distance beyond it must land in the clipped row
+    expected = attention.compute_bias(length, length).detach().numpy()[0]  # (heads, query, key)
+    distance = np.arange(length)[None, :] - np.arange(length)[:, None]
+    got = by_distance[np.clip(distance, -20, 20) + 20].transpose(2, 0, 1)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_fused_export_is_the_same_parser(tiny_model, tiny_export, tiny_export_fp32, tmp_path):
+    import onnx
+
+    from mtop_edge.manifest import DECODER, DECODER_WITH_PAST, ENCODER
+
+    # fp32 parity with PyTorch (token for token, or the export fails) is checked inside
+    fused = export_tiny(tiny_model, tmp_path / "fused", quantize="none", fuse=True)
+    assert fused["parity"]["fp32_identical_share"] == 1.0
+    layers = 2
+    assert fused["fusion"][ENCODER]["Attention"] == layers
+    assert fused["fusion"][DECODER]["MultiHeadAttention"] == 2 * layers
+    assert fused["fusion"][DECODER_WITH_PAST]["MultiHeadAttention"] == 2 * layers
+    for name in (ENCODER, DECODER, DECODER_WITH_PAST):  # no CUDA-only node is left for the CPU
+        ops = {n.op_type for n in onnx.load(str(tmp_path / "fused" / name), load_external_data=False).graph.node}
+        assert "RelativePositionBias" not in ops and "Softmax" not in ops
+    assert unconstrained_ids(tmp_path / "fused", UTTERANCES) == unconstrained_ids(tiny_export_fp32[0], UTTERANCES)
+    # quantized after fusion: the fused encoder's q/k/v weights too
+    int8 = export_tiny(tiny_model, tmp_path / "fused-int8", fuse=True)
+    assert "Attention" in int8["quantization_details"]["op_types"]
+    unfused_share = tiny_export[1]["parity"]["quantized_identical_share"]
+    assert int8["parity"]["quantized_identical_share"] >= unfused_share - 0.1
+    assert Parser.load(tmp_path / "fused-int8").parse("set an alarm for 7am").ok
+
+
+def test_fusion_needs_separate_decoders(tiny_model, tmp_path):
+    with pytest.raises(MtopEdgeError, match="merged = false"):
+        export_tiny(tiny_model, tmp_path / "x", fuse=True, merged=True)
+    assert not (tmp_path / "x").exists()

@@ -18,7 +18,7 @@ from pathlib import Path
 from mtop_edge import __version__
 from mtop_edge.data import read_examples
 from mtop_edge.errors import ModelError, MtopEdgeError, require
-from mtop_edge.export import graphs, parity, pointer_head
+from mtop_edge.export import fusion, graphs, parity, pointer_head
 from mtop_edge.export.options import ExportOptions
 from mtop_edge.export.shared_weights import share_weights
 from mtop_edge.export.trim import decoder_ids, encoder_ids, trimmed
@@ -169,6 +169,8 @@ def export_model(
     weights_hash = checkpoint_hash(source)
     model = load_checkpoint(source)
     log(f"loaded {checkpoint}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters")
+    if options.fuse and options.merged:
+        raise MtopEdgeError("fuse = true works on separate decoders: set merged = false")
     pointer_model = None
     if pointer_head.is_pointer_head(model):
         if options.merged:
@@ -213,6 +215,9 @@ def export_model(
                 with pointer_head.with_query_rows(model, pointer_model, keep_decoder) as first_pointer:
                     files = graphs.export_onnx(model, fp32, opset=options.opset)
                 manifest["pointer_head"] = _add_pointer_head(fp32, spec, keep_encoder, first_pointer)
+        if options.fuse:
+            log("fusing attention, norms and GELU (onnxruntime's T5 fusion, CPU-runnable)")
+            manifest["fusion"] = fusion.fuse_graphs(fp32, config)
         del model, pointer_model  # the exporter patches the model and its config; parity gets a fresh copy
         keep = {*files, *OPTIMUM_CONFIGS}
         for path in fp32.iterdir():  # tokenizer copies: the runtime reads its source tokenizer only

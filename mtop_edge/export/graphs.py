@@ -22,7 +22,7 @@ FP16_BLOCKED_NODE_PATTERNS = ("DenseReluDense/wo", "layer_norm/Add")
 
 
 @contextlib.contextmanager
-def _quiet():
+def quiet():
     """Silence the exporters' tracer warnings and progress chatter (our own output says what happened)."""
     # the quantizer logs its "consider pre-processing" advice on the root logger
     loggers = [logging.getLogger(name) for name in ("optimum", "transformers", "torch.onnx", "onnxruntime", None)]
@@ -46,7 +46,7 @@ def export_onnx(model, out: Path, *, opset: int = 0, merged: bool = False) -> li
     """
     from optimum.exporters.onnx import onnx_export_from_model
 
-    with _quiet():
+    with quiet():
         onnx_export_from_model(
             model,
             output=out,
@@ -59,7 +59,7 @@ def export_onnx(model, out: Path, *, opset: int = 0, merged: bool = False) -> li
         return [ENCODER, DECODER, DECODER_WITH_PAST]
     from optimum.onnx import merge_decoders
 
-    with _quiet():
+    with quiet():
         merge_decoders(
             decoder=out / DECODER,
             decoder_with_past=out / DECODER_WITH_PAST,
@@ -77,9 +77,12 @@ def quantize_int8(source: Path, target: Path, files: list[str], options: ExportO
     uint8 weights (the default) stay accurate on AVX2-only CPUs, where signed int8 weights
     saturate in the u8 x s8 multiply without VNNI; EnableSubgraph reaches into a merged decoder's If.
     """
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     op_types = ["MatMul", "Gather"] if options.quantize_embeddings else ["MatMul"]
+    if options.fuse:  # a fused encoder's Attention holds the packed q/k/v weights
+        op_types.append("Attention")
     details = {
         "op_types": op_types,
         "weight_type": options.weight_type,
@@ -88,7 +91,7 @@ def quantize_int8(source: Path, target: Path, files: list[str], options: ExportO
         "MatMulConstBOnly": True,
         "EnableSubgraph": options.merged,
     }
-    with _quiet():
+    with quiet():
         for name in files:
             quantize_dynamic(
                 source / name,
@@ -97,7 +100,12 @@ def quantize_int8(source: Path, target: Path, files: list[str], options: ExportO
                 per_channel=options.per_channel,
                 reduce_range=options.reduce_range,
                 weight_type=QuantType.QUInt8 if options.weight_type == "uint8" else QuantType.QInt8,
-                extra_options={"MatMulConstBOnly": True, "EnableSubgraph": options.merged},
+                extra_options={
+                    "MatMulConstBOnly": True,
+                    "EnableSubgraph": options.merged,
+                    # onnx shape inference types no output of the fused com.microsoft nodes
+                    "DefaultTensorType": onnx.TensorProto.FLOAT,
+                },
             )
     return details
 
@@ -113,7 +121,7 @@ def convert_fp16(source: Path, target: Path, files: list[str]) -> dict:
         model = onnx.load(str(source / name))
         nodes = [n.name for n in _all_nodes(model.graph) if any(p in n.name for p in FP16_BLOCKED_NODE_PATTERNS)]
         blocked_nodes.extend(nodes)
-        with _quiet():
+        with quiet():
             converted = OnnxModel(
                 convert_float_to_float16(
                     model, keep_io_types=True, op_block_list=FP16_BLOCKED_OPS, node_block_list=nodes

@@ -24,6 +24,7 @@ HELP = {
     "reduce_range": "7-bit int8 weights (another way to avoid saturation without VNNI)",
     "quantize_embeddings": "also quantize embedding Gathers (smaller files; off: weight MatMuls only)",
     "optimize": "offline onnxruntime graph optimization saved into the files",
+    "fuse": "fused attention, norm and GELU nodes (onnxruntime's T5 fusion, made to run on the CPU)",
     "share_weights": "store each weight once in weights.bin (the two decoders share theirs)",
     "opset": "ONNX opset (0 = optimum's default for T5)",
     "parity_rows": "utterances for the parity check at the end (0 = skip)",
@@ -42,6 +43,7 @@ class ExportOptions:
     reduce_range: bool = False
     quantize_embeddings: bool = True
     optimize: str = "none"
+    fuse: bool = False
     share_weights: bool = True
     opset: int = 0
     parity_rows: int = 200
