@@ -52,6 +52,7 @@ HELP = {
     "eval_steps": "evaluate and checkpoint every N updates",
     "select_by": "keep the best checkpoint by eval_loss or exact_match",
     "save_total_limit": "checkpoints kept on disk (the best is always kept)",
+    "average_last": "final model = mean weights of the last N checkpoints (every eval_steps), not the best (0 = off)",
     "logging_steps": "log a line every N updates",
     "device": "auto, cpu or cuda",
 }
@@ -101,6 +102,7 @@ class Recipe:
     eval_steps: int = 500
     select_by: str = "eval_loss"
     save_total_limit: int = 2
+    average_last: int = 0
     logging_steps: int = 50
     device: str = "auto"
 

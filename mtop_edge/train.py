@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mtop_edge.augment import swap_slot_values
+from mtop_edge.averaging import average_state_dicts, last_checkpoints
 from mtop_edge.data import Example, read_examples
 from mtop_edge.datacheck import pointer_round_trip
 from mtop_edge.errors import DataError, DeviceError, MtopEdgeError, require
@@ -480,7 +481,7 @@ def train(
         eval_steps=recipe.eval_steps,
         save_strategy="steps",
         save_steps=recipe.eval_steps,
-        save_total_limit=recipe.save_total_limit,
+        save_total_limit=max(recipe.save_total_limit, recipe.average_last + 1),  # + 1: the best is kept too
         load_best_model_at_end=True,
         metric_for_best_model="eval_exact_match" if select_em else "eval_loss",
         greater_is_better=select_em,
@@ -546,6 +547,12 @@ def train(
         )
     checkpoint = get_last_checkpoint(str(out / CHECKPOINTS)) if resume else None
     result = trainer.train(resume_from_checkpoint=checkpoint)
+    averaged = []
+    if recipe.average_last:
+        averaged = last_checkpoints(out / CHECKPOINTS, recipe.average_last)
+        _, unexpected = trainer.model.load_state_dict(average_state_dicts(averaged), strict=False)
+        if unexpected:
+            raise MtopEdgeError(f"averaged checkpoints hold weights the model lacks: {', '.join(unexpected[:3])}")
     final = trainer.evaluate()
     summary = {
         "recipe": recipe.name,
@@ -558,6 +565,7 @@ def train(
         "global_step": result.global_step,
         "train_loss": result.training_loss,
         "best_checkpoint": trainer.state.best_model_checkpoint,
+        "averaged_checkpoints": [path.name for path in averaged],
         "eval": {k.removeprefix("eval_"): v for k, v in final.items()},
         "device": device,
         "world_size": args.world_size,

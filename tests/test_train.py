@@ -173,3 +173,26 @@ def test_fine_tuning_starts_from_a_local_checkpoint(tiny_model, tmp_path):
     from transformers import AutoModelForSeq2SeqLM
 
     AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "tuned")
+
+
+def test_average_last_saves_the_mean_of_the_last_checkpoints(tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from mtop_edge.averaging import last_checkpoints
+    from mtop_edge.train import train
+
+    recipe = Recipe.load(TINY_RECIPE, **{**QUICK, "eval_steps": 2, "average_last": 3})
+    summary = train(recipe, SAMPLES / "train_sample.jsonl", tmp_path / "avg")
+    assert summary["averaged_checkpoints"] == ["checkpoint-4", "checkpoint-6", "checkpoint-8"]
+    saved = load_file(str(tmp_path / "avg" / "model.safetensors"))
+    parts = [
+        load_file(str(tmp_path / "avg" / "checkpoints" / name / "model.safetensors"))
+        for name in summary["averaged_checkpoints"]
+    ]
+    name = "encoder.block.0.layer.1.DenseReluDense.wo.weight"
+    assert not torch.equal(parts[0][name], parts[2][name])  # the checkpoints differ, so the mean is not any one of them
+    for key, tensor in saved.items():
+        torch.testing.assert_close(tensor, sum(p[key] for p in parts) / 3)
+    with pytest.raises(MtopEdgeError, match="cannot average the last 9"):
+        last_checkpoints(tmp_path / "avg" / "checkpoints", 9)
