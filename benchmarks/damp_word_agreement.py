@@ -15,11 +15,11 @@ from __future__ import annotations
 import re
 import sys
 
+from mtop_edge.core.forms import serialize
+from mtop_edge.core.pointer import split_words
 from mtop_edge.data import read_examples
 from mtop_edge.formats.damp import pointer_target
 from mtop_edge.formats.damp import split_words as damp_split_words
-from mtop_edge.forms import serialize
-from mtop_edge.pointer import split_words
 
 _DIGIT_LETTER = re.compile(r"(?<=\d)(?=[^\W\d_])|(?<=[^\W\d_])(?=\d)")
 _EDGE_PUNCT = re.compile(r"^([^\w]+)|([^\w]+)$")

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mtop_edge import forms
+from mtop_edge.core import forms
+from mtop_edge.core.forms import Intent
 from mtop_edge.errors import DataError, FormError
-from mtop_edge.forms import Intent
 
 TSV_COLUMNS = ("id", "intent", "slots", "utterance", "domain", "locale", "decoupled_form", "tokens")
 FORMATS = ("jsonl", "tsv")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from mtop_edge.core.forms import same_parse
+from mtop_edge.core.pointer import from_pointer_tokens, pointer_index, split_words, to_pointer_tokens
 from mtop_edge.data import Dataset, Example
 from mtop_edge.errors import MtopEdgeError
-from mtop_edge.forms import same_parse
-from mtop_edge.pointer import from_pointer_tokens, pointer_index, split_words, to_pointer_tokens
 
 
 def pointer_round_trip(example: Example) -> tuple[list[str] | None, str | None]:

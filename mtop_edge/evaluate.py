@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from tqdm import tqdm
 
+from mtop_edge.core.forms import Intent
 from mtop_edge.data import Example
-from mtop_edge.forms import Intent
 from mtop_edge.metrics import Rejected, Scores, score
 
 ParseBatch = Callable[[Sequence[str]], list[Intent | Rejected | None]]

@@ -10,8 +10,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from mtop_edge.core.spec import PointerSpec
 from mtop_edge.errors import ModelError
-from mtop_edge.spec import PointerSpec
 
 MANIFEST_FILE = "manifest.json"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "models" / "default"  # the embedded model (package data)

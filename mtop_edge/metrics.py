@@ -6,7 +6,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from mtop_edge.forms import Intent, same_parse, slot_value_key
+from mtop_edge.core.forms import Intent, same_parse, slot_value_key
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from mtop_edge.core.forms import Intent
+from mtop_edge.core.source import SourceEncoder, pad_batch
+from mtop_edge.core.spec import PointerSpec
 from mtop_edge.errors import DeviceError, InputError, ModelError, require
 from mtop_edge.formats import checkpoint_spec
-from mtop_edge.forms import Intent
 from mtop_edge.metrics import Rejected
-from mtop_edge.source import SourceEncoder, pad_batch
-from mtop_edge.spec import PointerSpec
 
 
 def load_checkpoint(model_dir: str | Path):

@@ -28,8 +28,8 @@ TINY_RECIPE = DATA / "tiny.toml"
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
     """A tiny parser trained from scratch on the train sample (about 20 s on two cores)."""
-    from mtop_edge.recipe import Recipe
-    from mtop_edge.train import train
+    from mtop_edge.training.recipe import Recipe
+    from mtop_edge.training.train import train
 
     out = tmp_path_factory.mktemp("tiny") / "model"
     summary = train(Recipe.load(TINY_RECIPE), SAMPLES / "train_sample.jsonl", out)

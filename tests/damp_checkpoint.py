@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mtop_edge.core.forms import serialize
 from mtop_edge.data import Example
 from mtop_edge.formats.damp import pointer_target
-from mtop_edge.forms import serialize
 
 
 def build(out: Path, examples: list[Example], *, steps: int = 300, seed: int = 0) -> list[tuple[str, str]]:
@@ -18,7 +18,7 @@ def build(out: Path, examples: list[Example], *, steps: int = 300, seed: int = 0
     import torch
     from transformers import MT5Config, MT5ForConditionalGeneration, T5TokenizerFast
 
-    from mtop_edge.train import train_sentencepiece
+    from mtop_edge.training.train import train_sentencepiece
 
     torch.manual_seed(seed)
     pairs = [pointer_target(e.utterance, serialize(e.tree)) for e in examples]

@@ -54,8 +54,8 @@ def test_suite_runs_every_engine_on_a_trained_model(tiny_model, tmp_path):
     em = {(r["engine"], r["variant"]): r["exact_match"] for r in rows if r["batch_size"] == 1}
     # PyTorch's figure recomputed outside the bench: the same first 4 encodable rows, scored by `evaluate`'s metric
     from mtop_edge.bench import prepare_inputs
+    from mtop_edge.core.spec import PointerSpec
     from mtop_edge.metrics import score
-    from mtop_edge.spec import PointerSpec
     from mtop_edge.torch_engine import TorchParser
 
     inputs = prepare_inputs(tiny_model[0], PointerSpec.load(tiny_model[0]), read_examples(options.data), 4, True)
@@ -94,7 +94,7 @@ def test_random_weights_force_the_same_number_of_steps(tmp_path):
     # and each engine really decodes exactly that many steps
     from mtop_edge.bench.artifacts import build_artifacts, needed_kinds
     from mtop_edge.bench.engines import load_engine
-    from mtop_edge.spec import PointerSpec
+    from mtop_edge.core.spec import PointerSpec
 
     spec = PointerSpec.load(checkpoint)
     artifacts = build_artifacts(checkpoint, spec, needed_kinds(engines), tmp_path / "work", log=lambda _: None)

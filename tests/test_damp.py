@@ -83,8 +83,8 @@ def test_export_parity_and_parse_equal_transformers_generate(damp_checkpoint, da
     import torch
     from transformers import AutoTokenizer, MT5ForConditionalGeneration
 
-    from mtop_edge.forms import same_parse
-    from mtop_edge.pointer import from_pointer_tokens
+    from mtop_edge.core.forms import same_parse
+    from mtop_edge.core.pointer import from_pointer_tokens
     from mtop_edge.runtime import Parser
 
     out, manifest = damp_export
@@ -144,8 +144,8 @@ def test_a_checkpoint_in_neither_format_is_refused_in_one_line(tmp_path):
 
 
 def test_string_exact_match_scores_damp_targets(damp_checkpoint, train_sample):
+    from mtop_edge.core.forms import serialize
     from mtop_edge.formats.damp import load_tokenizer, string_exact_match
-    from mtop_edge.forms import serialize
 
     spec = checkpoint_spec(damp_checkpoint)
     tokenizer = load_tokenizer(damp_checkpoint / "tokenizer.json")

@@ -6,9 +6,9 @@ import pytest
 from click.testing import CliRunner
 
 from mtop_edge.cli import cli
+from mtop_edge.core.forms import parse
 from mtop_edge.data import Example
 from mtop_edge.evaluate import evaluate
-from mtop_edge.forms import parse
 
 from .conftest import SAMPLES
 

@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mtop_edge.core.forms import Intent, Slot, canonical, parse, same_parse, serialize
 from mtop_edge.errors import FormError
-from mtop_edge.forms import Intent, Slot, canonical, parse, same_parse, serialize
 
 LABEL = st.from_regex(r"[A-Z][A-Z_]{0,8}", fullmatch=True)
 WORD = st.text(st.characters(blacklist_categories=("Z", "C"), blacklist_characters="[]"), min_size=1, max_size=6)

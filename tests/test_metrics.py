@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from mtop_edge.forms import parse
+from mtop_edge.core.forms import parse
 from mtop_edge.metrics import score
 
 GOLD = [

@@ -4,16 +4,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mtop_edge.datacheck import pointer_round_trip
-from mtop_edge.errors import FormError
-from mtop_edge.forms import Intent, Slot, parse, same_parse
-from mtop_edge.pointer import (
+from mtop_edge.core.forms import Intent, Slot, parse, same_parse
+from mtop_edge.core.pointer import (
     AlignmentError,
     from_pointer_tokens,
     pointer_index,
     split_words,
     to_pointer_tokens,
 )
+from mtop_edge.datacheck import pointer_round_trip
+from mtop_edge.errors import FormError
 
 
 def test_split_words_keeps_offsets_and_splits_digits_from_letters():
@@ -142,8 +142,8 @@ def test_a_slot_is_one_run_of_words():
 
 
 def test_generated_ids_starting_with_pad_are_malformed():
-    from mtop_edge.spec import PointerSpec
-    from mtop_edge.vocab import TargetVocab
+    from mtop_edge.core.spec import PointerSpec
+    from mtop_edge.core.vocab import TargetVocab
 
     vocab = TargetVocab(intents=("IN:A",), slots=("SL:B",), max_pointers=4)
     spec = PointerSpec(vocab=vocab, symbol_ids=tuple(range(10, 10 + len(vocab.symbols))))

@@ -60,9 +60,9 @@ def test_greedy_never_points_past_the_utterance():
 
 
 def test_word_dropout_replaces_word_pieces_only():
-    from mtop_edge.spec import PointerSpec
-    from mtop_edge.train import WordDropout
-    from mtop_edge.vocab import TargetVocab
+    from mtop_edge.core.spec import PointerSpec
+    from mtop_edge.core.vocab import TargetVocab
+    from mtop_edge.training.train import WordDropout
 
     vocab = TargetVocab(intents=("IN:A",), slots=(), max_pointers=3)
     spec = PointerSpec(vocab=vocab, symbol_ids=(10, 11, 12, 13, 14), markers=True)  # IN:A, ], @ptr0..2
@@ -81,8 +81,8 @@ def test_word_dropout_replaces_word_pieces_only():
 
 @pytest.fixture(scope="module")
 def tiny_pointer_model(tmp_path_factory):
-    from mtop_edge.recipe import Recipe
-    from mtop_edge.train import train
+    from mtop_edge.training.recipe import Recipe
+    from mtop_edge.training.train import train
 
     out = tmp_path_factory.mktemp("tiny-pointer") / "model"
     summary = train(Recipe.load(TINY_RECIPE, pointer_head=True), SAMPLES / "train_sample.jsonl", out)
@@ -130,8 +130,8 @@ def test_export_parity_and_parse_offsets(tiny_pointer_model, tmp_path, quantize)
 def test_pointer_head_refuses_what_it_cannot_do(tiny_pointer_model, tmp_path):
     from mtop_edge.export import export_model
     from mtop_edge.export.options import ExportOptions
-    from mtop_edge.recipe import Recipe
-    from mtop_edge.train import train
+    from mtop_edge.training.recipe import Recipe
+    from mtop_edge.training.train import train
 
     with pytest.raises(MtopEdgeError, match="markers"):
         train(

@@ -15,13 +15,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mtop_edge.cli import cli
+from mtop_edge.core.forms import Intent
+from mtop_edge.core.pointer import split_words
+from mtop_edge.core.spec import PointerSpec
+from mtop_edge.core.vocab import TargetVocab
 from mtop_edge.errors import DeviceError, InputError, ModelError
-from mtop_edge.forms import Intent
-from mtop_edge.pointer import split_words
 from mtop_edge.runtime import Parser
 from mtop_edge.runtime.grammar import ConstrainedBatch, Grammar
-from mtop_edge.spec import PointerSpec
-from mtop_edge.vocab import TargetVocab
 
 from .conftest import SAMPLES
 
@@ -151,7 +151,7 @@ def _decode_random_logits(grammar, n_words, cap, seed, vocab_size, columns=None)
 def _assert_pointer_runs(symbols: list[str], n_words: int) -> None:
     """The tree rules on pointers, checked on the symbols themselves: inside a slot they are
     consecutive word indices below the word count, and they appear nowhere else."""
-    from mtop_edge.pointer import pointer_index
+    from mtop_edge.core.pointer import pointer_index
 
     stack: list[str] = []
     previous: int | None = None

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from mtop_edge.config import ConfigError
+from mtop_edge.core.spec import PointerSpec
 from mtop_edge.errors import MtopEdgeError
-from mtop_edge.recipe import Recipe
-from mtop_edge.spec import PointerSpec
+from mtop_edge.training.recipe import Recipe
 
 from .conftest import SAMPLES, TINY_RECIPE
 
@@ -58,7 +58,7 @@ def test_tiny_recipe_trains_and_its_loss_falls(tiny_model):
 def test_resume_after_interruption_finishes_the_same_run(tmp_path):
     from transformers import TrainerCallback
 
-    from mtop_edge.train import train
+    from mtop_edge.training.train import train
 
     class Crash(TrainerCallback):
         def on_save(self, args, state, control, **kwargs):
@@ -83,7 +83,7 @@ def test_resume_after_interruption_finishes_the_same_run(tmp_path):
 
 
 def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path):
-    from mtop_edge.train import train
+    from mtop_edge.training.train import train
 
     with pytest.raises(MtopEdgeError, match="no checkpoint to resume from"):
         train(Recipe.load(TINY_RECIPE, **QUICK), SAMPLES / "train_sample.jsonl", tmp_path / "x", resume=True)
@@ -146,7 +146,7 @@ def test_two_cpu_processes_train_together(tmp_path):
 
 def test_fine_tuning_starts_from_a_local_checkpoint(tiny_model, tmp_path):
     """The reference recipe's path (init = hub id or local checkpoint), here with a local directory."""
-    from mtop_edge.train import train
+    from mtop_edge.training.train import train
 
     recipe = Recipe.load(
         ROOT / "training" / "mt5-small.toml",
@@ -179,8 +179,8 @@ def test_average_last_saves_the_mean_of_the_last_checkpoints(tmp_path):
     import torch
     from safetensors.torch import load_file
 
-    from mtop_edge.averaging import last_checkpoints
-    from mtop_edge.train import train
+    from mtop_edge.training.averaging import last_checkpoints
+    from mtop_edge.training.train import train
 
     recipe = Recipe.load(TINY_RECIPE, **{**QUICK, "eval_steps": 2, "average_last": 3})
     summary = train(recipe, SAMPLES / "train_sample.jsonl", tmp_path / "avg")

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
+from mtop_edge.core.forms import same_parse
+from mtop_edge.core.source import pad_batch
 from mtop_edge.data import read_examples
 from mtop_edge.errors import InputError
-from mtop_edge.forms import same_parse
 from mtop_edge.runtime import Parser
-from mtop_edge.source import pad_batch
 
 
 def encoded_rows(parser: Parser, examples):

@@ -18,13 +18,13 @@ from pathlib import Path
 
 from mtop_edge.bench.artifacts import build_artifacts, needed_kinds, profile_kind, size_on_disk
 from mtop_edge.bench.engines import DEFAULT_ENGINES, ENGINES, base_name, variant
+from mtop_edge.core.forms import same_parse
+from mtop_edge.core.pointer import split_words, to_pointer_tokens
+from mtop_edge.core.source import SourceEncoder
+from mtop_edge.core.spec import PointerSpec
 from mtop_edge.data import Example, read_examples
 from mtop_edge.errors import InputError, MtopEdgeError, require
 from mtop_edge.formats import checkpoint_spec
-from mtop_edge.forms import same_parse
-from mtop_edge.pointer import split_words, to_pointer_tokens
-from mtop_edge.source import SourceEncoder
-from mtop_edge.spec import PointerSpec
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 REFERENCE_SHAPE = "mt5-small-shape"

@@ -14,7 +14,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from mtop_edge.spec import PointerSpec
+from mtop_edge.core.spec import PointerSpec
 
 KINDS = ("mtop-edge-int8", "mtop-edge-fp32", "optimum-fp32", "optimum-int8", "ctranslate2-int8", "ctranslate2-fp32")
 DONE = ".complete"

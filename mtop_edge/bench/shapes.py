@@ -33,11 +33,11 @@ def build_reference_shape(out: Path, train_data: Path, *, seed: int = 0, shape: 
     import torch
     from transformers import MT5Config, MT5ForConditionalGeneration, T5TokenizerFast
 
+    from mtop_edge.core.pointer import split_words
+    from mtop_edge.core.spec import SP_MODEL_FILE, PointerSpec
+    from mtop_edge.core.vocab import TargetVocab
     from mtop_edge.data import read_examples
-    from mtop_edge.pointer import split_words
-    from mtop_edge.spec import SP_MODEL_FILE, PointerSpec
-    from mtop_edge.train import train_sentencepiece
-    from mtop_edge.vocab import TargetVocab
+    from mtop_edge.training.train import train_sentencepiece
 
     out.mkdir(parents=True, exist_ok=True)
     examples = read_examples(train_data)

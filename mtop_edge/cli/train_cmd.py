@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from mtop_edge.cli.options import config_overrides
-from mtop_edge.recipe import HELP, Recipe
+from mtop_edge.training.recipe import HELP, Recipe
 
 
 @click.command("train", context_settings={"show_default": True})
@@ -45,7 +45,7 @@ def command(recipe_path, data, eval_data, out, resume, overwrite, **overrides) -
     `torchrun --nproc-per-node 4 -m mtop_edge train ...`. bf16 autocast is used on
     CUDA (never fp16: T5 overflows).
     """
-    from mtop_edge.train import train
+    from mtop_edge.training.train import train
 
     recipe = Recipe.load(recipe_path, **overrides)
     summary = train(recipe, data, out, eval_data=eval_data, resume=resume, overwrite=overwrite)

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mtop_edge import __version__
+from mtop_edge.core.source import SourceEncoder
+from mtop_edge.core.spec import PointerSpec
 from mtop_edge.data import read_examples
 from mtop_edge.errors import ModelError, MtopEdgeError, require
 from mtop_edge.export import fusion, graphs, parity, pointer_head
@@ -32,8 +34,6 @@ from mtop_edge.manifest import (
     WEIGHTS_FILE,
     Manifest,
 )
-from mtop_edge.source import SourceEncoder
-from mtop_edge.spec import PointerSpec
 
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "eval_sample.jsonl"
 SOURCE_VOCAB_FILE = "source_vocab.json"

@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from mtop_edge.core.forms import same_parse
+from mtop_edge.core.source import SourceEncoder
+from mtop_edge.core.spec import PointerSpec
 from mtop_edge.data import Example
 from mtop_edge.errors import InputError, ModelError
-from mtop_edge.forms import same_parse
-from mtop_edge.source import SourceEncoder
-from mtop_edge.spec import PointerSpec
 
 BATCH = 32
 

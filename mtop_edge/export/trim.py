@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
-from mtop_edge.spec import PointerSpec
+from mtop_edge.core.spec import PointerSpec
 
 
 def decoder_ids(spec: PointerSpec) -> list[int]:

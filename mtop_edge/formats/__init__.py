@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mtop_edge.core.spec import SPEC_FILE, PointerSpec
 from mtop_edge.errors import ModelError
 from mtop_edge.formats import damp
-from mtop_edge.spec import SPEC_FILE, PointerSpec
 
 
 def checkpoint_spec(directory: str | Path) -> PointerSpec:

@@ -20,12 +20,12 @@ import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from mtop_edge.core.forms import CLOSE, serialize
+from mtop_edge.core.pointer import Word
+from mtop_edge.core.spec import PointerSpec
+from mtop_edge.core.vocab import TargetVocab
 from mtop_edge.data import Example
 from mtop_edge.errors import ModelError
-from mtop_edge.forms import CLOSE, serialize
-from mtop_edge.pointer import Word
-from mtop_edge.spec import PointerSpec
-from mtop_edge.vocab import TargetVocab
 
 WORDS = "damp"
 TOKENIZER_FILE = "tokenizer.json"

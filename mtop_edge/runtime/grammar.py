@@ -21,9 +21,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from mtop_edge.forms import INTENT_PREFIX, SLOT_PREFIX
-from mtop_edge.pointer import CLOSE, pointer_index
-from mtop_edge.spec import PointerSpec
+from mtop_edge.core.forms import INTENT_PREFIX, SLOT_PREFIX
+from mtop_edge.core.pointer import CLOSE, pointer_index
+from mtop_edge.core.spec import PointerSpec
 
 OTHER, INTENT, SLOT, CLOSER, POINTER, EOS, PAD, SEPARATOR = range(8)
 # fixed states; per-label and per-pointer states follow

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import numpy as np
 
+from mtop_edge.core.forms import Intent
+from mtop_edge.core.pointer import Word
+from mtop_edge.core.source import SourceEncoder, pad_batch
 from mtop_edge.errors import FormError, InputError, ModelError
-from mtop_edge.forms import Intent
 from mtop_edge.manifest import DEFAULT_MODEL_DIR, Manifest
 from mtop_edge.metrics import Rejected
-from mtop_edge.pointer import Word
 from mtop_edge.runtime.decoder import Decoded, GreedyDecoder
 from mtop_edge.runtime.grammar import Grammar
 from mtop_edge.runtime.results import ParseResult
-from mtop_edge.source import SourceEncoder, pad_batch
 
 MAX_BATCH = 16  # rows decoded at once: see Parser.decode_ids
 

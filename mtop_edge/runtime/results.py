@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mtop_edge.forms import Intent, serialize
+from mtop_edge.core.forms import Intent, serialize
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from mtop_edge.core.forms import CLOSE, Intent
+from mtop_edge.core.pointer import pointer_token, split_words
 from mtop_edge.data import Example
-from mtop_edge.forms import CLOSE, Intent
-from mtop_edge.pointer import pointer_token, split_words
 
 
 @dataclass(frozen=True)

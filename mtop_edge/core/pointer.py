@@ -12,8 +12,8 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from mtop_edge.core.forms import CLOSE, INTENT_PREFIX, SLOT_PREFIX, Intent, Slot
 from mtop_edge.errors import FormError, MtopEdgeError
-from mtop_edge.forms import CLOSE, INTENT_PREFIX, SLOT_PREFIX, Intent, Slot
 
 POINTER_PREFIX = "@ptr"
 

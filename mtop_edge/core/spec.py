@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mtop_edge.core.forms import Intent
+from mtop_edge.core.pointer import Word, from_pointer_tokens
+from mtop_edge.core.vocab import TargetVocab
 from mtop_edge.errors import FormError, ModelError
-from mtop_edge.forms import Intent
-from mtop_edge.pointer import Word, from_pointer_tokens
-from mtop_edge.vocab import TargetVocab
 
 FORMAT_VERSION = 1
 SPEC_FILE = "pointer.json"

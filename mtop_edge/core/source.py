@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import sentencepiece as spm
 
+from mtop_edge.core.pointer import Word, split_words
+from mtop_edge.core.spec import SP_MODEL_FILE, PointerSpec
 from mtop_edge.errors import InputError, ModelError
-from mtop_edge.pointer import Word, split_words
-from mtop_edge.spec import SP_MODEL_FILE, PointerSpec
 
 
 def load_sentencepiece(path: str | Path) -> spm.SentencePieceProcessor:

@@ -17,17 +17,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mtop_edge.augment import swap_slot_values
-from mtop_edge.averaging import average_state_dicts, last_checkpoints
+from mtop_edge.core.forms import same_parse
+from mtop_edge.core.pointer import split_words
+from mtop_edge.core.source import SourceEncoder, load_sentencepiece, marked_text
+from mtop_edge.core.spec import SP_MODEL_FILE, PointerSpec
+from mtop_edge.core.vocab import TargetVocab
 from mtop_edge.data import Example, read_examples
 from mtop_edge.datacheck import pointer_round_trip
 from mtop_edge.errors import DataError, DeviceError, MtopEdgeError, require
-from mtop_edge.forms import same_parse
-from mtop_edge.pointer import split_words
-from mtop_edge.recipe import SCRATCH, Recipe
-from mtop_edge.source import SourceEncoder, load_sentencepiece, marked_text
-from mtop_edge.spec import SP_MODEL_FILE, PointerSpec
-from mtop_edge.vocab import TargetVocab
+from mtop_edge.training.augment import swap_slot_values
+from mtop_edge.training.averaging import average_state_dicts, last_checkpoints
+from mtop_edge.training.recipe import SCRATCH, Recipe
 
 CHECKPOINTS = "checkpoints"
 TARGET_MARGIN = 16  # decoding room beyond the longest training target

@@ -10,10 +10,10 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
+from mtop_edge.core.forms import Intent, Slot
+from mtop_edge.core.pointer import from_pointer_tokens, split_words
 from mtop_edge.data import Example
 from mtop_edge.datacheck import pointer_round_trip
-from mtop_edge.forms import Intent, Slot
-from mtop_edge.pointer import from_pointer_tokens, split_words
 
 
 def _with_spans(example: Example) -> Intent | None:
