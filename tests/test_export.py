@@ -69,7 +69,7 @@ def test_int8_export_loads_and_parses(tiny_export):
 def test_trimming_and_merging_keep_outputs_identical(tiny_model, tiny_export_fp32, tmp_path):
     trimmed_dir, _ = tiny_export_fp32
     untrimmed = export_tiny(tiny_model, tmp_path / "untrimmed", quantize="none", trim=False, parity_rows=0)
-    merged = export_tiny(tiny_model, tmp_path / "merged", quantize="none", merged=True, parity_rows=0)
+    merged = export_tiny(tiny_model, tmp_path / "merged", quantize="none", merged=True, fuse=False, parity_rows=0)
     assert untrimmed["decoder_ids"] is None and merged["merged"]
     assert (tmp_path / "merged" / DECODER_MERGED).is_file()
     reference = unconstrained_ids(trimmed_dir, UTTERANCES)

@@ -121,17 +121,20 @@ def build_artifacts(
 
     root = work / f"{checkpoint.name}-{checkpoint_hash(checkpoint)[:12]}"
     makers = {
-        "mtop-edge-int8": lambda: _mtop_edge(checkpoint, ExportOptions.load(None, quantize="int8", parity_rows=0)),
-        "mtop-edge-fp32": lambda: _mtop_edge(checkpoint, ExportOptions.load(None, quantize="none", parity_rows=0)),
         "optimum-fp32": lambda: _optimum_fp32(checkpoint),
         "optimum-int8": lambda: _optimum_int8(root / "optimum-fp32"),
         "ctranslate2-int8": lambda: _ctranslate2(checkpoint, spec, "int8"),
         "ctranslate2-fp32": lambda: _ctranslate2(checkpoint, spec, "float32"),
     }
     folders = {kind: kind for kind in kinds}
-    for profile in profiles:
-        kind = profile_kind(profile)
-        options = ExportOptions.load(profile, parity_rows=0)
+    # our exports are cached by their options too: a changed default must not reuse an old export
+    exports = {
+        "mtop-edge-int8": ExportOptions.load(None, quantize="int8", parity_rows=0),
+        "mtop-edge-fp32": ExportOptions.load(None, quantize="none", parity_rows=0),
+    }
+    exports = {kind: options for kind, options in exports.items() if kind in folders}
+    exports.update({profile_kind(p): ExportOptions.load(p, parity_rows=0) for p in profiles})
+    for kind, options in exports.items():
         digest = hashlib.sha256(options.to_toml().encode()).hexdigest()[:8]
         makers[kind] = lambda options=options: _mtop_edge(checkpoint, options)
         folders[kind] = f"{kind}-{digest}"

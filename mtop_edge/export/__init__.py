@@ -171,6 +171,10 @@ def export_model(
     log(f"loaded {checkpoint}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters")
     if options.fuse and options.merged:
         raise MtopEdgeError("fuse = true works on separate decoders: set merged = false")
+    if options.fuse and options.quantize == "fp16":
+        # the fp16 converter keeps overflow-prone nodes in fp32 by their unfused names
+        options = dataclasses.replace(options, fuse=False)
+        log("fp16: graphs left unfused (fusion is for the CPU int8/fp32 graphs)")
     pointer_model = None
     if pointer_head.is_pointer_head(model):
         if options.merged:

@@ -43,7 +43,7 @@ class ExportOptions:
     reduce_range: bool = False
     quantize_embeddings: bool = True
     optimize: str = "none"
-    fuse: bool = False
+    fuse: bool = True
     share_weights: bool = True
     opset: int = 0
     parity_rows: int = 200
