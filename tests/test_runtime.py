@@ -174,6 +174,16 @@ def _assert_pointer_runs(symbols: list[str], n_words: int) -> None:
 # -- no torch on the parse path --------------------------------------------------------------------
 
 
+def test_wrong_argument_types_are_a_clear_type_error(tiny_export):
+    parser = Parser.load(tiny_export[0])
+    with pytest.raises(TypeError, match="use parse_batch"):
+        parser.parse(["set an alarm"])
+    with pytest.raises(TypeError, match="sequence of str"):
+        parser.parse_batch("set an alarm")  # would otherwise parse each character
+    with pytest.raises(TypeError, match="sequence of str"):
+        parser.parse_batch(["set an alarm", None])
+
+
 def test_parse_never_imports_torch_or_transformers(tiny_export):
     code = (
         "import sys\n"

@@ -103,7 +103,10 @@ class Parser:
 
         Raises:
             InputError: empty, or more words than the model can point to (without ``truncate``).
+            TypeError: ``utterance`` is not a str (many utterances go to `parse_batch`).
         """
+        if not isinstance(utterance, str):
+            raise TypeError(f"parse takes one str, not {type(utterance).__name__}; use parse_batch for many")
         return self.parse_batch([utterance], truncate=truncate)[0]
 
     def parse_batch(
@@ -113,7 +116,12 @@ class Parser:
 
         With ``strict`` a bad utterance raises InputError; otherwise it yields a result whose
         ``error`` says why, and every other utterance is still parsed.
+
+        Raises:
+            TypeError: ``utterances`` is one str, or holds something that is not a str.
         """
+        if isinstance(utterances, str) or not all(isinstance(u, str) for u in utterances):
+            raise TypeError("parse_batch takes a sequence of str (one utterance goes to parse)")
         results: list[ParseResult | None] = [None] * len(utterances)
         prepared = []
         for i, utterance in enumerate(utterances):
