@@ -162,3 +162,42 @@ def test_absent_pointer_bias_masks_pointers_past_the_rows_words():
 
     ids = torch.tensor([[12, 5, 13, 6, 1], [12, 7, 1, 0, 0]])  # markers 12, 13 = @ptr0, @ptr1 of 4 pointers
     assert (absent_pointer_bias(ids, 12, 4) / -POINTER_MASK).tolist() == [[0, 0, 1, 1], [0, 1, 1, 1]]
+
+
+def test_span_tags_name_the_innermost_slot_over_each_word():
+    from mtop_edge.modeling.pointer_head import PointerHeadT5
+
+    torch.manual_seed(2)
+    config = _tiny_config(span_loss=0.5, span_slot_ids=[3, 4], span_intent_ids=[2], span_close_id=5)
+    model = PointerHeadT5(config)
+    source = torch.tensor([[12, 6, 13, 7, 14, 8, 1]])  # three words
+    mask = torch.ones_like(source)
+    # [IN [SL:3 w0 ] [SL:4 [IN w1 ] ] ] EOS, padded: w2 is in no slot, words 3-7 are absent
+    labels = torch.tensor([[2, 3, 12, 5, 4, 2, 13, 5, 5, 5, 1, -100]])
+    _, _, bias = model.encode(source, mask)
+    assert model.word_tags(labels, bias).tolist() == [[1, 2, 0, -100, -100, -100, -100, -100]]
+    with_span = model(input_ids=source, attention_mask=mask, labels=labels).loss
+    with_span.backward()
+    assert model.pointer_span_tags.weight.grad.abs().sum() > 0
+    plain = PointerHeadT5(_tiny_config())
+    plain.load_state_dict(model.state_dict(), strict=False)
+    assert with_span > plain(input_ids=source, attention_mask=mask, labels=labels).loss  # the auxiliary term adds
+
+
+def test_span_loss_trains_and_exports_without_its_head(tmp_path):
+    from mtop_edge.export import export_model
+    from mtop_edge.export.options import ExportOptions
+    from mtop_edge.runtime import Parser
+    from mtop_edge.training.recipe import Recipe
+    from mtop_edge.training.train import train
+
+    quick = {"max_steps": 8, "eval_steps": 8, "d_model": 32, "d_ff": 64, "num_layers": 1, "num_decoder_layers": 1}
+    with pytest.raises(MtopEdgeError, match="needs pointer_head"):
+        train(Recipe.load(TINY_RECIPE, span_loss=0.5, **quick), SAMPLES / "train_sample.jsonl", tmp_path / "no")
+    recipe = Recipe.load(TINY_RECIPE, pointer_head=True, span_loss=0.5, **quick)
+    train(recipe, SAMPLES / "train_sample.jsonl", tmp_path / "model")
+    assert json.loads((tmp_path / "model" / "config.json").read_text())["span_loss"] == 0.5
+    options = ExportOptions.load(None, quantize="none", parity_rows=20)
+    manifest = export_model(str(tmp_path / "model"), tmp_path / "onnx", options, log=lambda _: None)
+    assert manifest["parity"]["fp32_identical_share"] == 1.0
+    assert Parser.load(tmp_path / "onnx").parse("set an alarm for 7am").ok

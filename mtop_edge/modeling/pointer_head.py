@@ -7,6 +7,10 @@ in the source, see ``PointerSpec.markers``), in the same softmax as the structur
 ("Don't Parse, Generate!", Rongali et al. 2020). The pointed word's marker state is fed back as
 the next decoder input.
 
+Optionally (``config.span_loss`` > 0, training only) an auxiliary loss tags each source word's
+marker state with the slot that covers it in the target (or none), so the encoder learns slot
+extents directly; its small head is dropped at export.
+
 The logits keep the vocabulary layout: column ``pointer_start + N`` holds word N's score, and
 columns of absent words hold ``-POINTER_MASK``. So loss, generation, grammar constraints and
 trimming treat both kinds of model alike; the exporter rebuilds the same computation in the
@@ -73,6 +77,8 @@ class PointerHeadT5(MT5ForConditionalGeneration):
         self.pointer_key = nn.Linear(config.d_model, config.d_model, bias=False)
         self.pointer_query.weight.data.normal_(0.0, config.initializer_factor * config.d_model**-0.5)
         self.pointer_key.weight.data.normal_(0.0, config.initializer_factor * config.d_model**-0.5)
+        if getattr(config, "span_loss", 0.0) > 0:  # class 0: no slot; class k: the k-th slot label
+            self.pointer_span_tags = nn.Linear(config.d_model, 1 + len(config.span_slot_ids))
 
     @property
     def pointer_span(self) -> tuple[int, int]:
@@ -119,7 +125,34 @@ class PointerHeadT5(MT5ForConditionalGeneration):
         hidden, memory, bias = self.encode(input_ids, attention_mask)
         logits = self.step_logits(decoder_input_ids, hidden, attention_mask, memory, bias)
         loss = None if labels is None else self.loss(logits, labels)
+        if loss is not None and hasattr(self, "pointer_span_tags"):
+            tags = self.word_tags(labels, bias)
+            scores = self.pointer_span_tags(memory).float()
+            span = nn.functional.cross_entropy(scores.flatten(0, 1), tags.flatten(), ignore_index=-100)
+            loss = loss + self.config.span_loss * span
         return Seq2SeqLMOutput(loss=loss, logits=logits)
+
+    def word_tags(self, labels: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """Per row and word ([B, P]): 1 + the index of the innermost slot label covering the word in
+        the target, 0 for a word no slot covers, -100 for absent words (no marker)."""
+        start, count = self.pointer_span
+        config = self.config
+        slot_class = {label: k + 1 for k, label in enumerate(config.span_slot_ids)}
+        intents, close = set(config.span_intent_ids), config.span_close_id
+        tags = torch.where(bias == 0, 0, -100).long()
+        rows = tags.tolist()
+        for row, target in zip(rows, labels.tolist(), strict=True):
+            open_labels: list[int] = []  # slot classes, 0 for an intent
+            for token in target:
+                if token in slot_class:
+                    open_labels.append(slot_class[token])
+                elif token in intents:
+                    open_labels.append(0)
+                elif token == close and open_labels:
+                    open_labels.pop()
+                elif start <= token < start + count and row[token - start] != -100:
+                    row[token - start] = next((c for c in reversed(open_labels) if c), 0)
+        return torch.tensor(rows, device=labels.device)
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Cross-entropy label-smoothed by ``config.pointer_label_smoothing`` (see ``masked_loss``)."""

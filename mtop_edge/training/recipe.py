@@ -30,6 +30,7 @@ HELP = {
     "dropout_rate": "dropout in every layer",
     "sp_vocab_size": "sentencepiece pieces trained on the utterances (scratch only)",
     "pointer_head": "point by content: score each source word's marker state (scratch, markers only)",
+    "span_loss": "pointer head: weight of an auxiliary loss tagging each source word with its slot (0 = off)",
     "mask_absent_pointers": "@ptrN model: in training, pointers past the row's words get no probability (markers only)",
     "markers": "write each word's pointer before it in the input (@ptr0 set @ptr1 an ...)",
     "min_pointers": "pointer tokens to create at least (words the model can address)",
@@ -77,6 +78,7 @@ class Recipe:
     dropout_rate: float = 0.1
     sp_vocab_size: int = 4000
     pointer_head: bool = False
+    span_loss: float = 0.0
     mask_absent_pointers: bool = False
     # input formatting
     markers: bool = True

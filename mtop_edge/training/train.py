@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mtop_edge.core.forms import same_parse
+from mtop_edge.core.forms import CLOSE, INTENT_PREFIX, SLOT_PREFIX, same_parse
 from mtop_edge.core.pointer import split_words
 from mtop_edge.core.source import SourceEncoder, load_sentencepiece, marked_text
 from mtop_edge.core.spec import SP_MODEL_FILE, PointerSpec
@@ -149,6 +149,8 @@ def encode_examples(examples: Sequence[Example], spec: PointerSpec, encoder: Sou
 def build_model(recipe: Recipe, vocab_size: int, spec: PointerSpec):
     from transformers import AutoModelForSeq2SeqLM, MT5Config, MT5ForConditionalGeneration
 
+    if recipe.span_loss > 0 and not recipe.pointer_head:
+        raise MtopEdgeError("span_loss tags the pointer head's word states: it needs pointer_head = true")
     if recipe.init == SCRATCH:
         config = MT5Config(
             vocab_size=vocab_size,
@@ -198,6 +200,12 @@ def _pointer_head_model(config, spec: PointerSpec, recipe: Recipe):
     config.pointer_label_smoothing = recipe.label_smoothing  # the model smooths its own loss (see its docstring)
     config.pointer_start = pointers[0]
     config.num_pointers = len(pointers)
+    if recipe.span_loss > 0:
+        symbols = dict(zip(spec.symbols, spec.symbol_ids, strict=True))
+        config.span_loss = recipe.span_loss
+        config.span_slot_ids = [i for symbol, i in symbols.items() if symbol.startswith("[" + SLOT_PREFIX)]
+        config.span_intent_ids = [i for symbol, i in symbols.items() if symbol.startswith("[" + INTENT_PREFIX)]
+        config.span_close_id = symbols[CLOSE]
     return PointerHeadT5(config)
 
 
