@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Train recipes side by side on one GPU host, then export (cpu-int8) and evaluate each: one device call.
+# Train recipes side by side on one GPU host, then export (cpu-int8, or $PROFILE) and evaluate the best: one device call.
 #
 #   training/gpu/pack.sh                      # here, once: wheels + data into .gpu/train (~20 MB)
 #   # device call: carry [".gpu/train"], command:
@@ -7,14 +7,16 @@
 #
 # Each NAME trains `mtop-edge train --recipe ...` with a time limit of MINUTES (the Trainer then
 # evaluates, saves and keeps the best checkpoint), all runs at once; then the best run by
-# in-training EM is exported with export/cpu-int8.toml (parity on 200 rows) and scored on every
-# eval row by the int8 runtime. Into $OUT (8 files at most come back): the log, runs.tar (train logs
+# in-training EM is exported with $PROFILE (default export/cpu-int8.toml) (parity on 200 rows) and scored on every
+# eval row by the runtime. Into $OUT (8 files at most come back): the log, runs.tar (train logs
 # and summaries), the best run's export (a tar) and its checkpoint (fp16, in parts of 15 MB).
-# DEVICE=cpu ROWS=... rehearses it on a CPU machine.
+# DEVICE=cpu ROWS=... rehearses it on a CPU machine; PROFILE=export/cpu-fp32.toml exports fp32
+# (for pointer-head models, which int8 can break: training/RESULTS.md).
 set -uo pipefail
 OUT=${OUT:-/tmp/train-out}
 MINUTES=${MINUTES:-6}
 DEVICE=${DEVICE:-cuda}
+PROFILE=${PROFILE:-export/cpu-int8.toml}
 WORK=${WORK:-/tmp/train-work}
 payload=.gpu/train
 mkdir -p "$OUT" "$WORK"
@@ -61,13 +63,13 @@ PY
 )
 [ -n "$best" ] || { echo "no run finished"; exit 1; }
 # one export only (three side by side did not finish in a 600 s call): the best run by in-training EM
-step "export $best (cpu-int8) and evaluate every eval row, int8 constrained"
+step "export $best ($PROFILE) and evaluate every eval row, constrained"
 limit=${ROWS:+--limit $ROWS}
-OMP_NUM_THREADS=8 $me export --model "$WORK/$best" --out "$WORK/$best-int8" --profile export/cpu-int8.toml \
+OMP_NUM_THREADS=8 $me export --model "$WORK/$best" --out "$WORK/$best-onnx" --profile "$PROFILE" \
   --model-name "$best" --threads 8 2>&1 | grep -E "^(parity|sizes|Error|pointer head)"
-OMP_NUM_THREADS=8 $me evaluate --engine onnx --model "$WORK/$best-int8" --data "$payload/eval.txt" $limit \
+OMP_NUM_THREADS=8 $me evaluate --engine onnx --model "$WORK/$best-onnx" --data "$payload/eval.txt" $limit \
   --threads 8 --json
-[ -d "$WORK/$best-int8" ] && tar -C "$WORK" -cf "$OUT/$best-int8.tar" "$best-int8"
+[ -d "$WORK/$best-onnx" ] && tar -C "$WORK" -cf "$OUT/$best-onnx.tar" "$best-onnx"
 
 step "$best: its checkpoint as fp16, in parts"
 python3 - "$WORK/$best" <<'PY'
