@@ -27,7 +27,7 @@ def load_checkpoint(model_dir: str | Path):
     if model_dir.is_dir() and not config.is_file():
         raise ModelError(f"{config}: missing (not a Hugging Face checkpoint)")
     try:
-        if _is_pointer_head(config):
+        if is_pointer_head_checkpoint(model_dir):
             from mtop_edge.modeling.pointer_head import PointerHeadT5
 
             return PointerHeadT5.from_pretrained(str(model_dir)).eval()
@@ -37,11 +37,12 @@ def load_checkpoint(model_dir: str | Path):
         raise ModelError(f"{model_dir}: cannot load the checkpoint ({first_line})") from None
 
 
-def _is_pointer_head(config: Path) -> bool:
+def is_pointer_head_checkpoint(model_dir: Path) -> bool:
+    """Whether a checkpoint directory holds a pointer-head model (``pointer_head`` in its config)."""
     import json
 
     try:
-        return bool(json.loads(config.read_text()).get("pointer_head"))
+        return bool(json.loads((Path(model_dir) / "config.json").read_text()).get("pointer_head"))
     except (OSError, ValueError, AttributeError):
         return False  # from_pretrained reports unreadable configs with its own message
 

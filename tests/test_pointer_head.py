@@ -201,3 +201,26 @@ def test_span_loss_trains_and_exports_without_its_head(tmp_path):
     manifest = export_model(str(tmp_path / "model"), tmp_path / "onnx", options, log=lambda _: None)
     assert manifest["parity"]["fp32_identical_share"] == 1.0
     assert Parser.load(tmp_path / "onnx").parse("set an alarm for 7am").ok
+
+
+def test_bench_runs_our_engines_on_a_pointer_head_checkpoint(tiny_pointer_model, tmp_path):
+    from mtop_edge.bench import BenchOptions, run_bench
+
+    said: list[str] = []
+    options = BenchOptions(
+        models=[tiny_pointer_model[0]],
+        engines=["mtop-edge-fp32", "torch-fp32", "ctranslate2-int8", "optimum-int8"],
+        reference_shape=False,
+        threads=[1],
+        batch_sizes=[1],
+        rows=3,
+        throughput_rows=3,
+        warmup=1,
+        out=tmp_path / "results",
+        work=tmp_path / "work",
+    )
+    rows = run_bench(options, log=said.append)["rows"]
+    assert {r["engine"] for r in rows} == {"mtop-edge-fp32", "torch-fp32"}
+    assert any("ctranslate2-int8, optimum-int8 left out" in line for line in said)
+    ems = {r["engine"]: r["exact_match"] for r in rows}
+    assert ems["mtop-edge-fp32"] is not None and ems["torch-fp32"] is not None

@@ -25,6 +25,7 @@ from mtop_edge.core.spec import PointerSpec
 from mtop_edge.data import Example, read_examples
 from mtop_edge.errors import InputError, MtopEdgeError, require
 from mtop_edge.formats import checkpoint_spec
+from mtop_edge.torch_engine import is_pointer_head_checkpoint
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 REFERENCE_SHAPE = "mt5-small-shape"
@@ -236,12 +237,20 @@ def bench_model(
     # constrained decoding cannot run a forced number of steps: on random weights only the unconstrained runtime
     engines = [e for e in options.engines if trained or not (e.startswith("mtop-edge") and variant(e) == "")]
     engines += [profile_kind(p) + ("" if trained else "-unconstrained") for p in options.profiles]
+    if is_pointer_head_checkpoint(checkpoint):  # a model class of our own: other engines know plain T5 only
+        others = [e for e in engines if base_name(e).startswith(("ctranslate2", "optimum"))]
+        if others:
+            log(
+                f"{name}: a pointer-head checkpoint, which CTranslate2 and optimum cannot run: "
+                f"{', '.join(others)} left out"
+            )
+            engines = [e for e in engines if e not in others]
     log(
         f"{name}: {len(inputs.sources)} utterances, engines {', '.join(engines)}"
         + (f", {inputs.forced_steps} forced decoding steps" if inputs.forced_steps else "")
     )
     artifacts = build_artifacts(
-        checkpoint, spec, needed_kinds(options.engines), options.work, log=log, profiles=options.profiles
+        checkpoint, spec, needed_kinds(engines), options.work, log=log, profiles=options.profiles
     )
     rows: list[dict] = []
     for threads in options.threads:
