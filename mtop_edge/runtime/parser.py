@@ -156,7 +156,7 @@ class Parser:
 
         More than ``batch_size`` rows (default ``max_batch``) are sorted by length and decoded in
         slices of that size: little padding, and memory bounded by the slice, not the input
-        (measured on the default model, 128 rows at once: 16-row slices gave 255 utterances/s and
+        (measured on edge-tiny-h200, 128 rows at once: 16-row slices gave 255 utterances/s and
         123 MB peak, one 128-row batch 136/s and 495 MB; benchmarks/README.md).
         """
         size = batch_size or self.max_batch
