@@ -161,6 +161,13 @@ def export_model(
     out = Path(out)
     if out.exists() and not overwrite:
         raise MtopEdgeError(f"{out} exists: pass --overwrite to replace it")
+    # option conflicts first: before any download or model load
+    if options.fuse and options.merged:
+        raise MtopEdgeError("fuse = true works on separate decoders: set merged = false")
+    if options.fuse and options.quantize == "fp16":
+        # the fp16 converter keeps overflow-prone nodes in fp32 by their unfused names
+        options = dataclasses.replace(options, fuse=False)
+        log("fp16: graphs left unfused (fusion is for the CPU int8/fp32 graphs)")
     source = resolve_checkpoint(checkpoint)
     spec = checkpoint_spec(source)
     encoder = SourceEncoder.load(source, spec)
@@ -169,12 +176,6 @@ def export_model(
     weights_hash = checkpoint_hash(source)
     model = load_checkpoint(source)
     log(f"loaded {checkpoint}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters")
-    if options.fuse and options.merged:
-        raise MtopEdgeError("fuse = true works on separate decoders: set merged = false")
-    if options.fuse and options.quantize == "fp16":
-        # the fp16 converter keeps overflow-prone nodes in fp32 by their unfused names
-        options = dataclasses.replace(options, fuse=False)
-        log("fp16: graphs left unfused (fusion is for the CPU int8/fp32 graphs)")
     pointer_model = None
     if pointer_head.is_pointer_head(model):
         if options.merged:

@@ -67,13 +67,12 @@ def bias_by_distance(table: np.ndarray, *, bidirectional: bool, max_distance: in
     return table[buckets.numpy()].astype(np.float32)
 
 
-def replace_relative_position_bias(model, max_distance: int) -> int:
-    """Each RelativePositionBias node -> Gather over a bias-by-distance table; returns how many."""
+def replace_relative_position_bias(model, max_distance: int) -> None:
+    """Each RelativePositionBias node -> Gather over a bias-by-distance table."""
     from onnx import helper, numpy_helper
 
     graph = model.graph
     initializers = {i.name: i for i in graph.initializer}
-    replaced = 0
     for node in [n for n in graph.node if n.op_type == "RelativePositionBias"]:
         attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         stored = initializers[node.input[0]]
@@ -113,8 +112,6 @@ def replace_relative_position_bias(model, max_distance: int) -> int:
         for offset, new in enumerate(nodes):
             graph.node.insert(position + offset, new)
         graph.initializer.remove(stored)
-        replaced += 1
-    return replaced
 
 
 def add_zero_qkv_bias(model) -> None:
@@ -140,7 +137,7 @@ def fuse_graph(path: Path, *, num_heads: int, hidden_size: int, max_distance: in
 
     model = onnx.load(str(path))
     interface = [v.name for v in [*model.graph.input, *model.graph.output]]
-    to_ort = {name: onnxruntime_name(name) for name in interface if onnxruntime_name(name)}
+    to_ort = {name: ort_name for name in interface if (ort_name := onnxruntime_name(name))}
     _rename_io(model, to_ort)
     with quiet():
         fused = optimize_model(model, model_type="t5", num_heads=num_heads, hidden_size=hidden_size, opt_level=0)
