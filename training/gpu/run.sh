@@ -11,12 +11,14 @@
 # eval row by the runtime. Into $OUT (8 files at most come back): the log, runs.tar (train logs
 # and summaries), the best run's export (a tar) and its checkpoint (fp16, in parts of 15 MB).
 # DEVICE=cpu ROWS=... rehearses it on a CPU machine; PROFILE=export/cpu-fp32.toml exports fp32
-# (for pointer-head models, which int8 can break: training/RESULTS.md).
+# (for pointer-head models, which int8 can break: training/RESULTS.md). KEEP=all skips the export and
+# brings back every run's checkpoint instead (fp16 parts; mind the 8 files), to export elsewhere.
 set -uo pipefail
 OUT=${OUT:-/tmp/train-out}
 MINUTES=${MINUTES:-6}
 DEVICE=${DEVICE:-cuda}
 PROFILE=${PROFILE:-export/cpu-int8.toml}
+KEEP=${KEEP:-best}
 WORK=${WORK:-/tmp/train-work}
 payload=.gpu/train
 mkdir -p "$OUT" "$WORK"
@@ -62,17 +64,24 @@ print(max(scores, key=scores.get) if scores else "")
 PY
 )
 [ -n "$best" ] || { echo "no run finished"; exit 1; }
-# one export only (three side by side did not finish in a 600 s call): the best run by in-training EM
-step "export $best ($PROFILE) and evaluate every eval row, constrained"
-limit=${ROWS:+--limit $ROWS}
-OMP_NUM_THREADS=8 $me export --model "$WORK/$best" --out "$WORK/$best-onnx" --profile "$PROFILE" \
-  --model-name "$best" --threads 8 2>&1 | grep -E "^(parity|sizes|Error|pointer head)"
-OMP_NUM_THREADS=8 $me evaluate --engine onnx --model "$WORK/$best-onnx" --data "$payload/eval.txt" $limit \
-  --threads 8 --json
-[ -d "$WORK/$best-onnx" ] && tar -C "$WORK" -cf "$OUT/$best-onnx.tar" "$best-onnx"
+if [ "$KEEP" = best ]; then
+  # one export only (three side by side did not finish in a 600 s call): the best run by in-training EM
+  step "export $best ($PROFILE) and evaluate every eval row, constrained"
+  limit=${ROWS:+--limit $ROWS}
+  OMP_NUM_THREADS=8 $me export --model "$WORK/$best" --out "$WORK/$best-onnx" --profile "$PROFILE" \
+    --model-name "$best" --threads 8 2>&1 | grep -E "^(parity|sizes|Error|pointer head)"
+  OMP_NUM_THREADS=8 $me evaluate --engine onnx --model "$WORK/$best-onnx" --data "$payload/eval.txt" $limit \
+    --threads 8 --json
+  [ -d "$WORK/$best-onnx" ] && tar -C "$WORK" -cf "$OUT/$best-onnx.tar" "$best-onnx"
+  keep=("$best")
+else
+  keep=()
+  for name in "${names[@]}"; do [ -f "$WORK/$name/model.safetensors" ] && keep+=("$name"); done
+fi
 
-step "$best: its checkpoint as fp16, in parts"
-python3 - "$WORK/$best" <<'PY'
+for name in "${keep[@]}"; do
+  step "$name: its checkpoint as fp16, in parts"
+  python3 - "$WORK/$name" <<'PY'
 import sys
 from pathlib import Path
 from safetensors.torch import load_file, save_file
@@ -82,6 +91,7 @@ assert all(t.isfinite().all() for t in weights.values())
 save_file({k: v.half().contiguous() for k, v in weights.items()}, str(path), metadata={"format": "pt"})
 print("fp16 checkpoint", path.stat().st_size / 1e6, "MB")
 PY
-rm -rf "$WORK/$best/checkpoints"
-tar -C "$WORK" -cf - "$best" | split -b 15m - "$OUT/$best-checkpoint.tar.part_"
+  rm -rf "$WORK/$name/checkpoints"
+  tar -C "$WORK" -cf - "$name" | split -b 15m - "$OUT/$name-checkpoint.tar.part_"
+done
 ls -la "$OUT"
