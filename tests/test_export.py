@@ -274,19 +274,21 @@ def test_fused_export_is_the_same_parser(tiny_model, tiny_export, tiny_export_fp
     fused = export_tiny(tiny_model, tmp_path / "fused", quantize="none", fuse=True)
     assert fused["parity"]["fp32_identical_share"] == 1.0
     layers = 2
-    assert fused["fusion"][ENCODER]["Attention"] == layers
+    assert fused["fusion"][ENCODER]["MultiHeadAttention"] == layers
     assert fused["fusion"][DECODER]["MultiHeadAttention"] == 2 * layers
     assert fused["fusion"][DECODER_WITH_PAST]["MultiHeadAttention"] == 2 * layers
     for name in (ENCODER, DECODER, DECODER_WITH_PAST):  # no CUDA-only node is left for the CPU
         ops = {n.op_type for n in onnx.load(str(tmp_path / "fused" / name), load_external_data=False).graph.node}
         assert "RelativePositionBias" not in ops and "Softmax" not in ops
     assert unconstrained_ids(tmp_path / "fused", UTTERANCES) == unconstrained_ids(tiny_export_fp32[0], UTTERANCES)
-    # quantized after fusion, the encoder keeps its position bias: QAttention has no input for it
+    # quantized after fusion, the encoder's q/k/v projection is int8 and its attention keeps the
+    # position bias (a quantized Attention, QAttention, has no input for it)
     int8 = export_tiny(tiny_model, tmp_path / "fused-int8", fuse=True)
     encoder = onnx.load(str(tmp_path / "fused-int8" / ENCODER), load_external_data=False).graph
     attention = [n for n in encoder.node if "Attention" in n.op_type]
-    assert [n.op_type for n in attention] == ["Attention"] * layers
+    assert [n.op_type for n in attention] == ["MultiHeadAttention"] * layers
     assert all(len(n.input) >= 6 and n.input[5] for n in attention)  # input 5: the attention bias
+    assert sum(n.name.endswith("_qkv_MatMul_quant") for n in encoder.node) == layers
     unfused_share = tiny_export[1]["parity"]["quantized_identical_share"]
     assert int8["parity"]["quantized_identical_share"] >= unfused_share - 0.1
     assert Parser.load(tmp_path / "fused-int8").parse("set an alarm for 7am").ok

@@ -11,8 +11,8 @@ this module handles both:
 - the ``RelativePositionBias`` node it emits has a CUDA kernel only: it is replaced by the bias per
   relative distance (2 x max_distance + 1 rows, T5's buckets looked up once at export) gathered with
   a handful of index ops, which the CPU runs and which gives the same numbers;
-- T5 has no q/k/v biases, and a bias-less ``Attention`` crashes onnxruntime 1.31.1 on the CPU once
-  quantized (a segfault in the parity check): each gets a zero bias.
+- the encoder's fused ``Attention`` cannot be quantized as it is (``QAttention`` has no input for the
+  position bias): it is split back into its packed q/k/v MatMul and a ``MultiHeadAttention``.
 
 Fusion runs on the fp32 graphs before quantization, so fp32 parity with PyTorch checks it.
 """
@@ -114,20 +114,42 @@ def replace_relative_position_bias(model, max_distance: int) -> None:
         graph.initializer.remove(stored)
 
 
-def add_zero_qkv_bias(model) -> None:
-    """An all-zero q/k/v bias for each bias-less Attention node."""
-    from onnx import numpy_helper
+def split_packed_attention(model) -> None:
+    """Each encoder ``Attention`` -> its packed q/k/v ``MatMul``, a ``Split`` and a ``MultiHeadAttention``.
 
-    weights = {i.name: i for i in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Attention" and (len(node.input) < 3 or not node.input[2]):
-            bias = numpy_helper.from_array(
-                np.zeros(weights[node.input[1]].dims[1], np.float32), f"{node.name}_qkv_bias"
-            )
-            model.graph.initializer.append(bias)
-            while len(node.input) < 3:
-                node.input.append("")
-            node.input[2] = bias.name
+    Same numbers, but the q/k/v projection becomes a plain weight MatMul that int8 quantizes like
+    every other: quantizing ``Attention`` itself gives ``QAttention``, which has no attention-bias
+    input and would silently drop T5's relative position bias.
+    """
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    widths = {i.name: i.dims[1] // 3 for i in graph.initializer if len(i.dims) == 2}
+    for node in [n for n in graph.node if n.op_type == "Attention"]:
+        inputs = list(node.input) + [""] * (6 - len(node.input))
+        hidden, weight, bias, mask, past, position_bias = inputs[:6]
+        if past:
+            raise ValueError(f"{node.name}: an Attention with past state is not expected in the encoder")
+        prefix = node.name
+        qkv, q, k, v, sizes = (f"{prefix}_{x}" for x in ("qkv", "q", "k", "v", "split_sizes"))
+        graph.initializer.append(numpy_helper.from_array(np.full(3, widths[weight], np.int64), sizes))
+        attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        nodes = [
+            helper.make_node("MatMul", [hidden, weight], [qkv], name=f"{prefix}_qkv_MatMul"),
+            helper.make_node("Split", [qkv, sizes], [q, k, v], name=f"{prefix}_Split", axis=-1),
+            helper.make_node(
+                "MultiHeadAttention",
+                [q, k, v, bias, mask, position_bias],
+                list(node.output[:1]),
+                name=f"{prefix}_MultiHeadAttention",
+                domain="com.microsoft",
+                **{k: attributes[k] for k in ("num_heads", "scale", "mask_filter_value") if k in attributes},
+            ),
+        ]
+        position = list(graph.node).index(node)
+        graph.node.remove(node)
+        for offset, new_node in enumerate(nodes):
+            graph.node.insert(position + offset, new_node)
 
 
 def fuse_graph(path: Path, *, num_heads: int, hidden_size: int, max_distance: int) -> dict[str, int]:
@@ -145,7 +167,7 @@ def fuse_graph(path: Path, *, num_heads: int, hidden_size: int, max_distance: in
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
     replace_relative_position_bias(model, max_distance)
-    add_zero_qkv_bias(model)
+    split_packed_attention(model)
     _rename_io(model, {ort: optimum for optimum, ort in to_ort.items()})
     onnx.save(model, str(path))
     counts = Counter(n.op_type for n in model.graph.node)

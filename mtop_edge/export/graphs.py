@@ -80,9 +80,9 @@ def quantize_int8(source: Path, target: Path, files: list[str], options: ExportO
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    # Never "Attention": its quantized form (QAttention) has no attention-bias input, so quantizing a
-    # fused encoder silently drops T5's relative position bias (measured: a pointer-head model fell
-    # from 0.715 to 0.275 eval EM). A fused encoder's q/k/v weights therefore stay fp32.
+    # Never "Attention": its quantized form (QAttention) has no attention-bias input, so it silently
+    # drops T5's relative position bias (a pointer-head model fell from 0.715 to 0.275 eval EM).
+    # Fusion splits the encoder's Attention back into a q/k/v MatMul (quantized here) and an MHA.
     op_types = ["MatMul", "Gather"] if options.quantize_embeddings else ["MatMul"]
     details = {
         "op_types": op_types,
