@@ -57,7 +57,9 @@ def test_fp32_export_is_exactly_the_pytorch_parser(tiny_export_fp32):
 def test_int8_export_loads_and_parses(tiny_export):
     out, manifest = tiny_export
     assert manifest["quantization"] == "int8"
-    assert manifest["quantization_details"]["weight_type"] == "uint8"
+    details = manifest["quantization_details"]
+    # 7-bit signed weights: the fast u8 x s8 kernels, and no saturation on AVX2-only CPUs
+    assert (details["weight_type"], details["reduce_range"], details["per_channel"]) == ("int8", True, True)
     parity = manifest["parity"]
     assert parity["fp32_identical_share"] == 1.0
     assert parity["quantized_identical_share"] == parity["quantized_identical_to_fp32"] / parity["rows"]

@@ -19,9 +19,9 @@ HELP = {
     "trim": "keep only the target vocabulary in the decoder's embedding and output layer",
     "trim_input": "keep only source pieces seen in training in the encoder embedding (unseen -> <unk>)",
     "merged": "one decoder graph with an If on use_cache_branch instead of two",
-    "weight_type": "int8 weights: uint8 is accurate on AVX2-only CPUs; int8 saturates there without VNNI",
+    "weight_type": "int8 weights: int8 (signed; with reduce_range on AVX2-only CPUs too) or uint8",
     "per_channel": "per-channel weight scales for int8",
-    "reduce_range": "7-bit int8 weights (another way to avoid saturation without VNNI)",
+    "reduce_range": "7-bit weights: signed int8 weights cannot saturate on AVX2-only CPUs",
     "quantize_embeddings": "also quantize embedding Gathers (smaller files; off: weight MatMuls only)",
     "optimize": "offline onnxruntime graph optimization saved into the files",
     "fuse": "fused attention, norm and GELU nodes (onnxruntime's T5 fusion, made to run on the CPU)",
@@ -38,9 +38,9 @@ class ExportOptions:
     trim: bool = True
     trim_input: bool = False
     merged: bool = False
-    weight_type: str = "uint8"
-    per_channel: bool = False
-    reduce_range: bool = False
+    weight_type: str = "int8"
+    per_channel: bool = True
+    reduce_range: bool = True
     quantize_embeddings: bool = True
     optimize: str = "none"
     fuse: bool = True
