@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mtop_edge.errors import ModelError
 from mtop_edge.export.graphs import quiet
 from mtop_edge.manifest import DECODER, DECODER_WITH_PAST, ENCODER
 
@@ -129,7 +130,7 @@ def split_packed_attention(model) -> None:
         inputs = list(node.input) + [""] * (6 - len(node.input))
         hidden, weight, bias, mask, past, position_bias = inputs[:6]
         if past:
-            raise ValueError(f"{node.name}: an Attention with past state is not expected in the encoder")
+            raise ModelError(f"{node.name}: a fused encoder Attention with past state cannot be split")
         prefix = node.name
         qkv, q, k, v, sizes = (f"{prefix}_{x}" for x in ("qkv", "q", "k", "v", "split_sizes"))
         graph.initializer.append(numpy_helper.from_array(np.full(3, widths[weight], np.int64), sizes))
