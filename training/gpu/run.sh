@@ -10,9 +10,9 @@
 # in-training EM is exported with $PROFILE (default export/cpu-int8.toml) (parity on 200 rows) and scored on every
 # eval row by the runtime. Into $OUT (8 files at most come back): the log, runs.tar (train logs
 # and summaries), the best run's export (a tar) and its checkpoint (fp16, in parts of 15 MB).
-# DEVICE=cpu ROWS=... rehearses it on a CPU machine; PROFILE=export/cpu-fp32.toml exports fp32
-# (for pointer-head models, which int8 can break: training/RESULTS.md). KEEP=all skips the export and
-# brings back every run's checkpoint instead (fp16 parts; mind the 8 files), to export elsewhere.
+# DEVICE=cpu ROWS=... rehearses it on a CPU machine; PROFILE=export/cpu-fp32.toml exports fp32.
+# KEEP=all skips the export and brings back every run's checkpoint instead (fp16 parts; mind the
+# 8 files), to export elsewhere.
 set -uo pipefail
 OUT=${OUT:-/tmp/train-out}
 MINUTES=${MINUTES:-6}
