@@ -142,11 +142,12 @@ class SourceEncoder:
             return ids if ids and ids[-1] == self.spec.eos_id else [*ids, self.spec.eos_id]
         if self.spec.markers:
             ids: list[int] = []
-            for pointer_id, pieces in zip(
-                self._pointer_ids, self.processor.encode([w.text for w in words]), strict=False
-            ):
+            # one encode call per word: sentencepiece's list form runs a thread pool per call, 10x slower
+            # for the few short words of an utterance (measured: 11 us per utterance against 105-170)
+            encode = self.processor.encode
+            for pointer_id, word in zip(self._pointer_ids, words, strict=False):
                 ids.append(pointer_id)
-                ids.extend(pieces)
+                ids.extend(encode(word.text))
         else:
             end = words[-1].end
             ids = self.processor.encode(utterance[:end])
