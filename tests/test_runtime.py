@@ -67,6 +67,22 @@ def test_constrained_output_is_always_well_formed(tiny_export):
     assert not all(r.ok for r in unconstrained)  # the tiny model needs the grammar
 
 
+def test_no_decoder_step_runs_once_every_tree_is_closed(tiny_export):
+    """With the grammar, EOS after a closed tree is forced: the loop writes it without a step."""
+    parser = Parser.load(tiny_export[0])
+    step = parser.decoder.step
+    runs = []
+    run = step.run_with_iobinding
+    step.run_with_iobinding = lambda binding, *args: runs.append(1) or run(binding, *args)
+    for row in EVAL_ROWS[:20]:
+        source = parser.source.prepare(row["utterance"])
+        runs.clear()
+        decoded = parser.decode_ids([source.ids], [len(source.words)])
+        assert decoded.ended == [True]
+        # the first graph gives id 0; ids 1..n-1 and EOS would take n steps, the forced EOS none
+        assert len(runs) == len(decoded.ids[0]) - 1
+
+
 def leaf_slots(slots):
     for slot in slots:
         if "intent" in slot:

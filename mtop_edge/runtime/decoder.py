@@ -179,6 +179,10 @@ class GreedyDecoder:
             if t + 1 == steps or (forced_steps is None and finished.all()):
                 last = t + 1
                 break
+            if constrained is not None and forced_steps is None and constrained.complete:
+                out[:, t + 1] = self.eos_id  # every tree is closed: EOS is all the grammar allows, no step needed
+                last = t + 2
+                break
             tokens[:, 0] = chosen
             step.bind_cpu_input("input_ids", tokens)
             for name, value in zip(self.self_past, self_kv, strict=True):

@@ -204,6 +204,11 @@ class ConstrainedBatch:
         if grammar.separated:
             self.open_length_bias = self.length_bias[:, grammar.opens]
 
+    @property
+    def complete(self) -> bool:
+        """Every row's tree is closed: from here the grammar allows EOS, then PAD, and nothing else."""
+        return all(self.root_closed)
+
     def pick(self, scores: np.ndarray, steps_left: int, chosen: np.ndarray) -> None:
         """Write each row's best allowed next id (the decoder's ids) into ``chosen``; advance the stacks."""
         grammar, stacks, root_closed, finished = self.grammar, self.stacks, self.root_closed, self.finished
