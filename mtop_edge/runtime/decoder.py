@@ -3,7 +3,8 @@
 The encoder runs once; the first decoder step also returns the cross-attention keys/values, which
 every later step reuses. All tensors move through IOBinding: on CUDA the encoder output and both
 caches stay on the device between steps, and on both devices the logits land in one preallocated
-host buffer. Rows that finish keep their slot (fed PAD) until the whole batch is done.
+host buffer. Rows that finish keep their slot (fed PAD) until the whole batch is done; with the
+grammar, the loop ends as soon as every tree is closed (the EOS that must follow needs no step).
 """
 
 from __future__ import annotations
