@@ -279,6 +279,8 @@ def test_fused_export_is_the_same_parser(tiny_model, tiny_export, tiny_export_fp
     assert fused["fusion"][ENCODER]["MultiHeadAttention"] == layers
     assert fused["fusion"][DECODER]["MultiHeadAttention"] == 2 * layers
     assert fused["fusion"][DECODER_WITH_PAST]["MultiHeadAttention"] == 2 * layers
+    # per layer: self-attention q/k/v and the gated feed-forward's two inputs, one MatMul each
+    assert fused["fusion"][DECODER_WITH_PAST]["MatMuls packed"] == 3 * layers
     for name in (ENCODER, DECODER, DECODER_WITH_PAST):  # no CUDA-only node is left for the CPU
         ops = {n.op_type for n in onnx.load(str(tmp_path / "fused" / name), load_external_data=False).graph.node}
         assert "RelativePositionBias" not in ops and "Softmax" not in ops
@@ -294,6 +296,82 @@ def test_fused_export_is_the_same_parser(tiny_model, tiny_export, tiny_export_fp
     unfused_share = tiny_export[1]["parity"]["quantized_identical_share"]
     assert int8["parity"]["quantized_identical_share"] >= unfused_share - 0.1
     assert Parser.load(tmp_path / "fused-int8").parse("set an alarm for 7am").ok
+    decoder = onnx.load(str(tmp_path / "fused-int8" / DECODER_WITH_PAST), load_external_data=False).graph
+    tables = [n for n in decoder.node if n.name.startswith(graphs.KEEP_FP32)]
+    stored = {i.name: i.data_type for i in decoder.initializer}
+    assert tables and all(stored[n.input[0]] == onnx.TensorProto.FLOAT for n in tables)  # not quantized
+
+
+def test_fused_decoders_compute_t5s_bias_and_causal_mask_at_any_past_length(tiny_model, tiny_export_fp32, tmp_path):
+    """Several new tokens after a past, and a first step of several tokens: logits as unfused."""
+    import onnx
+    import onnxruntime as ort
+
+    from mtop_edge.manifest import DECODER, DECODER_WITH_PAST
+
+    plain = tmp_path / "plain"
+    export_tiny(tiny_model, plain, quantize="none", fuse=False, share_weights=False, parity_rows=0)
+    fused = tiny_export_fp32[0]
+    graph = onnx.load(str(fused / DECODER_WITH_PAST), load_external_data=False).graph
+    # the exported mask machinery is gone: one small bias subgraph is left, its table kept fp32
+    assert not {"ScatterND", "ConstantOfShape", "Expand", "Where"} & {n.op_type for n in graph.node}
+    rng = np.random.default_rng(0)
+    for name, past_length in ((DECODER, 0), (DECODER_WITH_PAST, 2), (DECODER_WITH_PAST, 5)):
+        sessions = [ort.InferenceSession(str(d / name), providers=["CPUExecutionProvider"]) for d in (plain, fused)]
+        feeds = {}
+        for value in sessions[0].get_inputs():
+            dims = {"batch_size": 2, "encoder_sequence_length": 7, "decoder_sequence_length": 3}
+            dims["past_decoder_sequence_length"] = past_length
+            shape = [dims[d] if isinstance(d, str) else d for d in value.shape]
+            if value.name == "input_ids":
+                feeds[value.name] = rng.integers(3, 20, size=shape)
+            elif value.name == "encoder_attention_mask":
+                feeds[value.name] = np.array([[1] * 7, [1] * 5 + [0] * 2], dtype=np.int64)
+            else:
+                feeds[value.name] = rng.standard_normal(shape).astype(np.float32)
+        expected, got = (s.run(["logits"], feeds)[0] for s in sessions)
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_packing_parallel_matmuls_joins_them_and_changes_no_number():
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from mtop_edge.export.fusion import pack_parallel_matmuls
+
+    rng = np.random.default_rng(0)
+    weights = {
+        name: rng.standard_normal((8, width)).astype(np.float32) for name, width in (("a", 5), ("b", 3), ("c", 4))
+    }
+    other = rng.standard_normal((6, 2)).astype(np.float32)  # another input: left alone
+    nodes = [helper.make_node("MatMul", ["x", name], [f"y_{name}"], name=f"mm_{name}") for name in weights]
+    nodes.append(helper.make_node("MatMul", ["z", "other"], ["y_other"], name="mm_other"))
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8]),
+            helper.make_tensor_value_info("z", TensorProto.FLOAT, [2, 6]),
+        ],
+        [
+            helper.make_tensor_value_info(f"y_{n}", TensorProto.FLOAT, [2, w.shape[1]])
+            for n, w in [*weights.items(), ("other", other)]
+        ],
+        [numpy_helper.from_array(w, n) for n, w in [*weights.items(), ("other", other)]],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    feeds = {"x": rng.standard_normal((2, 8)).astype(np.float32), "z": rng.standard_normal((2, 6)).astype(np.float32)}
+
+    def run(m):
+        return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+
+    before = run(model)
+    assert pack_parallel_matmuls(model) == 2
+    onnx.checker.check_model(model)
+    assert sorted(n.op_type for n in model.graph.node) == ["MatMul", "MatMul", "Split"]
+    for got, expected in zip(run(model), before, strict=True):
+        np.testing.assert_array_equal(got, expected)
 
 
 def test_fusion_needs_separate_decoders(tiny_model, tmp_path):

@@ -222,7 +222,8 @@ def export_model(
                 manifest["pointer_head"] = _add_pointer_head(fp32, spec, keep_encoder, first_pointer)
         if options.fuse:
             log("fusing attention, norms and GELU (onnxruntime's T5 fusion, CPU-runnable)")
-            manifest["fusion"] = fusion.fuse_graphs(fp32, config)
+            pack = options.quantize != "int8" or options.per_channel
+            manifest["fusion"] = fusion.fuse_graphs(fp32, config, pack=pack)
         del model, pointer_model  # the exporter patches the model and its config; parity gets a fresh copy
         keep = {*files, *OPTIMUM_CONFIGS}
         for path in fp32.iterdir():  # tokenizer copies: the runtime reads its source tokenizer only

@@ -11,6 +11,10 @@ this module handles both:
 - the ``RelativePositionBias`` node it emits has a CUDA kernel only: it is replaced by the bias per
   relative distance (2 x max_distance + 1 rows, T5's buckets looked up once at export) gathered with
   a handful of index ops, which the CPU runs and which gives the same numbers;
+- the exported decoder rebuilds its self-attention bias and causal mask in some 60 shape and mask
+  nodes on every step: one small subgraph from the past length and the new tokens replaces them,
+  with the mask folded into the bias table (with-past step 173 -> 93 nodes after onnxruntime's own
+  optimization, on edge-tiny-h200); the tables stay fp32 when the rest is quantized;
 - the encoder's fused ``Attention`` cannot be quantized as it is (``QAttention`` has no input for the
   position bias): it is split back into its packed q/k/v MatMul and a ``MultiHeadAttention``.
 
@@ -26,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from mtop_edge.errors import ModelError
+from mtop_edge.export.graphs import KEEP_FP32 as POSITION_BIAS
 from mtop_edge.export.graphs import quiet
 from mtop_edge.manifest import DECODER, DECODER_WITH_PAST, ENCODER
 
@@ -68,33 +73,63 @@ def bias_by_distance(table: np.ndarray, *, bidirectional: bool, max_distance: in
     return table[buckets.numpy()].astype(np.float32)
 
 
+def _stored_table(model, node) -> np.ndarray:
+    """A RelativePositionBias node's (num_buckets, heads) embedding."""
+    from onnx import numpy_helper
+
+    stored = next(i for i in model.graph.initializer if i.name == node.input[0])
+    # the fusion stores the (num_buckets, heads) table's transpose under the original dims
+    buckets, heads = stored.dims
+    return numpy_helper.to_array(stored).reshape(heads, buckets).T
+
+
+def _constants(model, prefix: str, values: dict[str, np.ndarray]) -> dict[str, str]:
+    from onnx import numpy_helper
+
+    model.graph.initializer.extend(numpy_helper.from_array(v, f"{prefix}_{k}") for k, v in values.items())
+    return {k: f"{prefix}_{k}" for k in values}
+
+
+def _bidirectional(node) -> bool:
+    """A RelativePositionBias node's direction: True in the encoder, False in the decoder."""
+    from onnx import helper
+
+    return bool(next(helper.get_attribute_value(a) for a in node.attribute if a.name == "is_bidirectional"))
+
+
+def _replace_node(graph, node, nodes: list) -> None:
+    position = list(graph.node).index(node)
+    graph.node.remove(node)
+    for offset, new_node in enumerate(nodes):
+        graph.node.insert(position + offset, new_node)
+
+
 def replace_relative_position_bias(model, max_distance: int) -> None:
-    """Each RelativePositionBias node -> Gather over a bias-by-distance table."""
-    from onnx import helper, numpy_helper
+    """The encoder's RelativePositionBias node -> Gather over a bias-by-distance table.
+
+    (The decoder's is replaced by `replace_decoder_self_bias`, which also folds in the causal mask.)
+    """
+    from onnx import helper
 
     graph = model.graph
-    initializers = {i.name: i for i in graph.initializer}
     for node in [n for n in graph.node if n.op_type == "RelativePositionBias"]:
-        attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        stored = initializers[node.input[0]]
-        # the fusion stores the (num_buckets, heads) table's transpose under the original dims
-        buckets, heads = stored.dims
-        table = numpy_helper.to_array(stored).reshape(heads, buckets).T
-        by_distance = bias_by_distance(
-            table, bidirectional=bool(attributes["is_bidirectional"]), max_distance=max_distance
+        if not _bidirectional(node):
+            continue
+        by_distance = bias_by_distance(_stored_table(model, node), bidirectional=True, max_distance=max_distance)
+        prefix = f"{POSITION_BIAS}{node.name}"
+        c = _constants(
+            model,
+            prefix,
+            {
+                "table": by_distance,
+                "zero": np.array(0, np.int64),
+                "one": np.array(1, np.int64),
+                "low": np.array(-max_distance, np.int64),
+                "high": np.array(max_distance, np.int64),
+                "axis0": np.array([0], np.int64),
+                "axis1": np.array([1], np.int64),
+            },
         )
-        prefix = node.name
-        constants = {
-            "table": by_distance,
-            "zero": np.array(0, np.int64),
-            "one": np.array(1, np.int64),
-            "low": np.array(-max_distance, np.int64),
-            "high": np.array(max_distance, np.int64),
-            "axis0": np.array([0], np.int64),
-            "axis1": np.array([1], np.int64),
-        }
-        graph.initializer.extend(numpy_helper.from_array(v, f"{prefix}_{k}") for k, v in constants.items())
-        c = {k: f"{prefix}_{k}" for k in constants}
         t = {k: f"{prefix}_{k}" for k in ("q", "k", "q_col", "distance", "clipped", "row", "lkh", "hlk")}
         query_length, key_length = node.input[1], node.input[2]
         nodes = [  # bias[0, h, i, j] = table[clip(j - i) + D, h]
@@ -104,15 +139,99 @@ def replace_relative_position_bias(model, max_distance: int) -> None:
             helper.make_node("Sub", [t["k"], t["q_col"]], [t["distance"]]),
             helper.make_node("Clip", [t["distance"], c["low"], c["high"]], [t["clipped"]]),
             helper.make_node("Add", [t["clipped"], c["high"]], [t["row"]]),
-            helper.make_node("Gather", [c["table"], t["row"]], [t["lkh"]], axis=0),
+            helper.make_node("Gather", [c["table"], t["row"]], [t["lkh"]], name=f"{prefix}_Gather", axis=0),
             helper.make_node("Transpose", [t["lkh"]], [t["hlk"]], perm=[2, 0, 1]),
             helper.make_node("Unsqueeze", [t["hlk"], c["axis0"]], [node.output[0]]),
         ]
-        position = list(graph.node).index(node)
-        graph.node.remove(node)
-        for offset, new in enumerate(nodes):
-            graph.node.insert(position + offset, new)
-        graph.initializer.remove(stored)
+        _replace_node(graph, node, nodes)
+
+
+def replace_decoder_self_bias(model, max_distance: int) -> None:
+    """The decoder's position bias and causal mask -> one small subgraph from the graph's inputs.
+
+    The exported T5 decoder builds its self-attention bias in some 60 shape and mask nodes (the
+    full square bias, a causal mask, a slice of the last rows) on every step, even where one row
+    of it is used. Here each query position p (past length + i) gets its row directly:
+    bias[0, h, i, j] = table[clip(j - p, -D, 1) + D, h], where the table's last row (distance 1,
+    a future position) holds float32's minimum, the value the causal mask adds. The nodes left
+    without a consumer are removed.
+    """
+    from onnx import helper
+
+    graph = model.graph
+    decoder = [n for n in graph.node if n.op_type == "RelativePositionBias" and not _bidirectional(n)]
+    if not decoder:
+        return
+    if len(decoder) != 1:
+        raise ModelError(f"expected one decoder position bias, found {len(decoder)}")
+    node = decoder[0]
+    self_attention = [n for n in graph.node if n.op_type == "MultiHeadAttention" and len(n.input) > 5 and n.input[5]]
+    if not self_attention:
+        raise ModelError("the fused decoder has no self-attention with a position bias")
+    by_distance = bias_by_distance(_stored_table(model, node), bidirectional=False, max_distance=max_distance)
+    past_to_now = by_distance[: max_distance + 1]  # distances -D..0
+    future = np.full((1, past_to_now.shape[1]), np.finfo(np.float32).min, np.float32)
+    inputs = {i.name for i in graph.input}
+    past = "past_key_self_0" if "past_key_self_0" in inputs else None
+    prefix = f"{POSITION_BIAS}decoder"
+    c = _constants(
+        model,
+        prefix,
+        {
+            "table": np.concatenate([past_to_now, future]),
+            "zero": np.array(0, np.int64),
+            "zeros": np.zeros(1, np.int64),
+            "one": np.array(1, np.int64),
+            "low": np.array(-max_distance, np.int64),
+            "high": np.array(1, np.int64),
+            "offset": np.array(max_distance, np.int64),
+            "scalar": np.zeros(0, np.int64),
+            "axis0": np.array([0], np.int64),
+            "axis1": np.array([1], np.int64),
+        },
+    )
+    t = {
+        k: f"{prefix}_{k}"
+        for k in (
+            "new",
+            "past",
+            "total",
+            "start",
+            "end",
+            "q",
+            "k",
+            "q_col",
+            "distance",
+            "clipped",
+            "row",
+            "lkh",
+            "hlk",
+            "bias",
+        )
+    }
+    new = [
+        helper.make_node("Shape", ["input_ids"], [t["new"]], start=1, end=2),
+        helper.make_node("Shape", [past], [t["past"]], start=2, end=3)
+        if past
+        else helper.make_node("Identity", [c["zeros"]], [t["past"]]),
+        helper.make_node("Add", [t["past"], t["new"]], [t["total"]]),
+        helper.make_node("Reshape", [t["past"], c["scalar"]], [t["start"]]),
+        helper.make_node("Reshape", [t["total"], c["scalar"]], [t["end"]]),
+        helper.make_node("Range", [t["start"], t["end"], c["one"]], [t["q"]]),
+        helper.make_node("Range", [c["zero"], t["end"], c["one"]], [t["k"]]),
+        helper.make_node("Unsqueeze", [t["q"], c["axis1"]], [t["q_col"]]),
+        helper.make_node("Sub", [t["k"], t["q_col"]], [t["distance"]]),
+        helper.make_node("Clip", [t["distance"], c["low"], c["high"]], [t["clipped"]]),
+        helper.make_node("Add", [t["clipped"], c["offset"]], [t["row"]]),
+        helper.make_node("Gather", [c["table"], t["row"]], [t["lkh"]], name=f"{prefix}_Gather", axis=0),
+        helper.make_node("Transpose", [t["lkh"]], [t["hlk"]], perm=[2, 0, 1]),
+        helper.make_node("Unsqueeze", [t["hlk"], c["axis0"]], [t["bias"]]),
+    ]
+    first = list(graph.node).index(self_attention[0])
+    for offset, new_node in enumerate(new):
+        graph.node.insert(first + offset, new_node)
+    for attention in self_attention:
+        attention.input[5] = t["bias"]
 
 
 def split_packed_attention(model) -> None:
@@ -153,8 +272,57 @@ def split_packed_attention(model) -> None:
             graph.node.insert(position + offset, new_node)
 
 
-def fuse_graph(path: Path, *, num_heads: int, hidden_size: int, max_distance: int) -> dict[str, int]:
-    """Fuse one graph file in place; returns the fused operator counts."""
+def pack_parallel_matmuls(model) -> int:
+    """MatMuls that multiply one input by different weights -> one MatMul over the joined weights and a Split.
+
+    The q/k/v projections of the decoder's attention and the two input projections of the gated
+    feed-forward read the same tensor: one wider MatMul does their work in one node, which at one
+    token per step is where the time goes (per-node overhead, not arithmetic). Each output column
+    is computed as before, so with per-channel int8 scales the quantized numbers do not change
+    either. Returns the number of MatMuls removed.
+    """
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    weights = {i.name: i for i in graph.initializer if len(i.dims) == 2}
+    groups: dict[str, list] = {}
+    for node in graph.node:
+        if node.op_type == "MatMul" and node.input[1] in weights:
+            groups.setdefault(node.input[0], []).append(node)
+    removed = 0
+    for source, nodes in groups.items():
+        rows = {weights[n.input[1]].dims[0] for n in nodes}
+        if len(nodes) < 2 or len(rows) != 1:
+            continue
+        arrays = [numpy_helper.to_array(weights[n.input[1]]) for n in nodes]
+        prefix = f"{nodes[0].name or nodes[0].output[0]}_packed"
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(np.concatenate(arrays, axis=1), f"{prefix}_weight"),
+                numpy_helper.from_array(np.array([a.shape[1] for a in arrays], np.int64), f"{prefix}_sizes"),
+            ]
+        )
+        packed = [
+            helper.make_node("MatMul", [source, f"{prefix}_weight"], [f"{prefix}_output"], name=f"{prefix}_MatMul"),
+            helper.make_node(
+                "Split",
+                [f"{prefix}_output", f"{prefix}_sizes"],
+                [n.output[0] for n in nodes],
+                name=f"{prefix}_Split",
+                axis=-1,
+            ),
+        ]
+        position = min(list(graph.node).index(n) for n in nodes)
+        for n in nodes:
+            graph.node.remove(n)
+        for offset, new_node in enumerate(packed):
+            graph.node.insert(position + offset, new_node)
+        removed += len(nodes) - 1
+    return removed
+
+
+def fuse_graph(path: Path, *, num_heads: int, hidden_size: int, max_distance: int, pack: bool) -> dict[str, int]:
+    """Fuse one graph file in place (``pack``: also `pack_parallel_matmuls`); returns the fused operator counts."""
     import onnx
     from onnxruntime.transformers.optimizer import optimize_model
 
@@ -168,16 +336,24 @@ def fuse_graph(path: Path, *, num_heads: int, hidden_size: int, max_distance: in
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
     replace_relative_position_bias(model, max_distance)
+    replace_decoder_self_bias(model, max_distance)
     split_packed_attention(model)
+    packed = pack_parallel_matmuls(model) if pack else 0
+    fused.prune_graph(allow_remove_graph_inputs=False)
     _rename_io(model, {ort: optimum for optimum, ort in to_ort.items()})
     onnx.save(model, str(path))
     counts = Counter(n.op_type for n in model.graph.node)
-    return {op: counts[op] for op in FUSED_OPS if counts[op]}
+    return {**{op: counts[op] for op in FUSED_OPS if counts[op]}, **({"MatMuls packed": packed} if packed else {})}
 
 
-def fuse_graphs(directory: Path, config) -> dict:
-    """Fuse the encoder and both decoders of an fp32 export in ``directory``; returns the manifest entry."""
+def fuse_graphs(directory: Path, config, *, pack: bool = True) -> dict:
+    """Fuse the encoder and both decoders of an fp32 export in ``directory``; returns the manifest entry.
+
+    ``pack`` joins parallel MatMuls (`pack_parallel_matmuls`): exact in fp32 and with per-channel
+    int8 scales; one per-tensor scale over joined weights would change the quantized numbers.
+    """
     settings = {
+        "pack": pack,
         "num_heads": config.num_heads,
         "hidden_size": config.num_heads * config.d_kv,
         "max_distance": config.relative_attention_max_distance,

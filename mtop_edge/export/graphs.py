@@ -19,6 +19,8 @@ from mtop_edge.manifest import DECODER, DECODER_MERGED, DECODER_WITH_PAST, ENCOD
 # default model: all-zero logits before this).
 FP16_BLOCKED_OPS = ["Pow", "ReduceMean", "Sqrt", "Reciprocal", "Div", "Softmax"]
 FP16_BLOCKED_NODE_PATTERNS = ("DenseReluDense/wo", "layer_norm/Add")
+# Nodes named so stay fp32 in int8 exports: fusion's position-bias tables (export/fusion.py).
+KEEP_FP32 = "PositionBias_"
 
 
 @contextlib.contextmanager
@@ -94,12 +96,16 @@ def quantize_int8(source: Path, target: Path, files: list[str], options: ExportO
     }
     with quiet():
         for name in files:
+            # the position-bias tables: a few KB, exact in fp32, and the decoder's holds float32's minimum
+            graph = onnx.load(str(source / name), load_external_data=False).graph
+            keep = [n.name for n in graph.node if n.name.startswith(KEEP_FP32)]
             quantize_dynamic(
                 source / name,
                 target / name,
                 op_types_to_quantize=op_types,
                 per_channel=options.per_channel,
                 reduce_range=options.reduce_range,
+                nodes_to_exclude=keep,
                 weight_type=QuantType.QUInt8 if options.weight_type == "uint8" else QuantType.QInt8,
                 extra_options={
                     "MatMulConstBOnly": True,
