@@ -89,8 +89,16 @@ class Manifest:
         return [POINTER_MEMORY, POINTER_BIAS] if self.raw.get("pointer_head") else []
 
     @property
+    def encoder_cross_kv(self) -> bool:
+        """The encoder returns the cross-attention keys/values; the with-past decoder runs every step."""
+        return bool(self.raw.get("encoder_cross_kv"))
+
+    @property
     def files(self) -> list[str]:
-        graphs = [ENCODER, DECODER_MERGED] if self.merged else [ENCODER, DECODER, DECODER_WITH_PAST]
+        if self.merged:
+            graphs = [ENCODER, DECODER_MERGED]
+        else:
+            graphs = [ENCODER, DECODER_WITH_PAST] if self.encoder_cross_kv else [ENCODER, DECODER, DECODER_WITH_PAST]
         shared = [WEIGHTS_FILE] if self.raw.get("shared_weights") else []
         return [*graphs, *shared, self.spec.tokenizer]
 

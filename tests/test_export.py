@@ -38,8 +38,7 @@ def test_fp32_export_is_exactly_the_pytorch_parser(tiny_export_fp32):
         [
             "README.md",
             "config.json",
-            "decoder_model.onnx",
-            "decoder_with_past_model.onnx",
+            "decoder_with_past_model.onnx",  # every step: the encoder returns the cross-attention keys/values
             "encoder_model.onnx",
             "generation_config.json",
             "manifest.json",
@@ -104,7 +103,7 @@ def test_fp16_export_runs_and_reports_agreement(tiny_model, tmp_path):
     # (one overflowed to inf and zeroed every logit of the default model)
     import onnx
 
-    for name in ("encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx"):
+    for name in ("encoder_model.onnx", "decoder_with_past_model.onnx"):  # the encoder also holds the cross k/v
         graph = onnx.load(str(tmp_path / "fp16" / name), load_external_data=False).graph
         producer = {output: node for node in graph.node for output in node.output}
         means = [node for node in graph.node if node.op_type == "ReduceMean"]
@@ -201,13 +200,19 @@ def test_export_cli_writes_and_reports(tiny_model, tmp_path):
 
 
 def test_shared_weights_store_each_weight_once_and_change_no_output(tiny_model, tiny_export_fp32, tmp_path):
-    shared_dir, shared = tiny_export_fp32  # the default layout shares weights
-    separate = export_tiny(tiny_model, tmp_path / "separate", quantize="none", share_weights=False, parity_rows=0)
+    # optimum's layout (two decoders, each with the decoder's weights) is where sharing pays
+    shared_dir = tmp_path / "shared"
+    shared = export_tiny(tiny_model, shared_dir, quantize="none", encoder_cross_kv=False, parity_rows=0)
+    separate = export_tiny(
+        tiny_model, tmp_path / "separate", quantize="none", encoder_cross_kv=False, share_weights=False, parity_rows=0
+    )
     assert shared["shared_weights"]["shared_tensors"] > 0 and (shared_dir / "weights.bin").is_file()
     assert "weights.bin" not in separate["sizes"]
     # the two decoders' weights are stored once: well under the separate files' total
     assert shared["total_bytes"] < 0.8 * separate["total_bytes"]
     assert unconstrained_ids(shared_dir, UTTERANCES) == unconstrained_ids(tmp_path / "separate", UTTERANCES)
+    # and the default layout (no first-step decoder, the encoder returns the cross-attention keys/values)
+    assert unconstrained_ids(tiny_export_fp32[0], UTTERANCES) == unconstrained_ids(shared_dir, UTTERANCES)
     # optimum reads the layout too (its sessions resolve the shared external data)
     from optimum.onnxruntime import ORTModelForSeq2SeqLM
 
@@ -277,11 +282,14 @@ def test_fused_export_is_the_same_parser(tiny_model, tiny_export, tiny_export_fp
     assert fused["parity"]["fp32_identical_share"] == 1.0
     layers = 2
     assert fused["fusion"][ENCODER]["MultiHeadAttention"] == layers
-    assert fused["fusion"][DECODER]["MultiHeadAttention"] == 2 * layers
+    assert DECODER not in fused["fusion"]  # the with-past decoder runs every step
     assert fused["fusion"][DECODER_WITH_PAST]["MultiHeadAttention"] == 2 * layers
+    # the encoder's cross-attention keys/values of every layer: one packed MatMul
+    assert len(fused["encoder_cross_kv"]) == 2 * layers
+    assert fused["fusion"][ENCODER]["MatMuls packed"] == layers + 2 * layers - 1
     # per layer: self-attention q/k/v and the gated feed-forward's two inputs, one MatMul each
     assert fused["fusion"][DECODER_WITH_PAST]["MatMuls packed"] == 3 * layers
-    for name in (ENCODER, DECODER, DECODER_WITH_PAST):  # no CUDA-only node is left for the CPU
+    for name in (ENCODER, DECODER_WITH_PAST):  # no CUDA-only node is left for the CPU
         ops = {n.op_type for n in onnx.load(str(tmp_path / "fused" / name), load_external_data=False).graph.node}
         assert "RelativePositionBias" not in ops and "Softmax" not in ops
     assert unconstrained_ids(tmp_path / "fused", UTTERANCES) == unconstrained_ids(tiny_export_fp32[0], UTTERANCES)
@@ -307,16 +315,16 @@ def test_fused_decoders_compute_t5s_bias_and_causal_mask_at_any_past_length(tiny
     import onnx
     import onnxruntime as ort
 
-    from mtop_edge.manifest import DECODER, DECODER_WITH_PAST
+    from mtop_edge.manifest import DECODER_WITH_PAST
 
     plain = tmp_path / "plain"
-    export_tiny(tiny_model, plain, quantize="none", fuse=False, share_weights=False, parity_rows=0)
+    export_tiny(tiny_model, plain, quantize="none", fuse=False, encoder_cross_kv=False, parity_rows=0)
     fused = tiny_export_fp32[0]
     graph = onnx.load(str(fused / DECODER_WITH_PAST), load_external_data=False).graph
     # the exported mask machinery is gone: one small bias subgraph is left, its table kept fp32
     assert not {"ScatterND", "ConstantOfShape", "Expand", "Where"} & {n.op_type for n in graph.node}
     rng = np.random.default_rng(0)
-    for name, past_length in ((DECODER, 0), (DECODER_WITH_PAST, 2), (DECODER_WITH_PAST, 5)):
+    for name, past_length in ((DECODER_WITH_PAST, 0), (DECODER_WITH_PAST, 2), (DECODER_WITH_PAST, 5)):
         sessions = [ort.InferenceSession(str(d / name), providers=["CPUExecutionProvider"]) for d in (plain, fused)]
         feeds = {}
         for value in sessions[0].get_inputs():

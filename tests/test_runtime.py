@@ -79,8 +79,10 @@ def test_no_decoder_step_runs_once_every_tree_is_closed(tiny_export):
         runs.clear()
         decoded = parser.decode_ids([source.ids], [len(source.words)])
         assert decoded.ended == [True]
-        # the first graph gives id 0; ids 1..n-1 and EOS would take n steps, the forced EOS none
-        assert len(runs) == len(decoded.ids[0]) - 1
+        # one decoder graph gives every id (the encoder returns the cross-attention keys/values);
+        # EOS would take one more step, the forced EOS none
+        assert parser.decoder.first is None
+        assert len(runs) == len(decoded.ids[0])
 
 
 def leaf_slots(slots):
@@ -308,8 +310,12 @@ def _more_layers(manifest: dict) -> None:
         (lambda d: (d / "manifest.json").write_text("{nope"), "manifest.json: corrupt manifest"),
         (lambda d: (d / "encoder_model.onnx").unlink(), "encoder_model.onnx: missing model file"),
         (
-            lambda d: (d / "decoder_model.onnx").write_bytes(b"\x00garbage"),
-            "decoder_model.onnx: cannot load ONNX graph",
+            lambda d: (d / "decoder_with_past_model.onnx").write_bytes(b"\x00garbage"),
+            "decoder_with_past_model.onnx: cannot load ONNX graph",
+        ),
+        (
+            lambda d: _edit_manifest(d, lambda m: m.pop("encoder_cross_kv")),
+            "decoder_model.onnx: missing model file",
         ),
         (lambda d: (d / "spiece.model").write_bytes(b"junk"), "spiece.model: corrupt sentencepiece model"),
         (lambda d: (d / "weights.bin").unlink(), "weights.bin: missing model file"),
@@ -321,7 +327,7 @@ def _more_layers(manifest: dict) -> None:
         (lambda d: _edit_manifest(d, _more_layers), "does not match the manifest"),
         (lambda d: (d / "manifest.json").write_text("[1, 2]"), "a JSON object expected, found list"),
         (
-            lambda d: shutil.copyfile(d / "decoder_model.onnx", d / "decoder_with_past_model.onnx"),
+            lambda d: shutil.copyfile(d / "encoder_model.onnx", d / "decoder_with_past_model.onnx"),
             "decoder_with_past_model.onnx: does not match the manifest",
         ),
     ],

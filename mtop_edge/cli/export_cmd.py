@@ -47,9 +47,10 @@ def command(
 ):
     """Export a checkpoint to trimmed, quantized ONNX with cached past key/values.
 
-    Writes encoder_model.onnx, decoder_model.onnx and decoder_with_past_model.onnx (or
-    decoder_model_merged.onnx), spiece.model, manifest.json and a model card. Ends with a
-    parity check against PyTorch generate; nothing is written if anything fails.
+    Writes encoder_model.onnx and decoder_with_past_model.onnx (plus the first step's
+    decoder_model.onnx with --no-encoder-cross-kv, optimum's layout; or one
+    decoder_model_merged.onnx with --merged), spiece.model, manifest.json and a model card.
+    Ends with a parity check against PyTorch generate; nothing is written if anything fails.
     """
     from mtop_edge.export import export_model
 

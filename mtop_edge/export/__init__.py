@@ -20,7 +20,7 @@ from mtop_edge.core.source import SourceEncoder
 from mtop_edge.core.spec import PointerSpec
 from mtop_edge.data import read_examples
 from mtop_edge.errors import ModelError, MtopEdgeError, require
-from mtop_edge.export import fusion, graphs, parity, pointer_head
+from mtop_edge.export import cross_kv, fusion, graphs, parity, pointer_head
 from mtop_edge.export.options import ExportOptions
 from mtop_edge.export.shared_weights import share_weights
 from mtop_edge.export.trim import decoder_ids, encoder_ids, trimmed
@@ -164,6 +164,9 @@ def export_model(
     # option conflicts first: before any download or model load
     if options.fuse and options.merged:
         raise MtopEdgeError("fuse = true works on separate decoders: set merged = false")
+    if options.encoder_cross_kv and options.merged:
+        # the merged decoder serves the first step itself: nothing to move
+        options = dataclasses.replace(options, encoder_cross_kv=False)
     if options.fuse and options.quantize == "fp16":
         # the fp16 converter keeps overflow-prone nodes in fp32 by their unfused names
         options = dataclasses.replace(options, fuse=False)
@@ -220,10 +223,16 @@ def export_model(
                 with pointer_head.with_query_rows(model, pointer_model, keep_decoder) as first_pointer:
                     files = graphs.export_onnx(model, fp32, opset=options.opset)
                 manifest["pointer_head"] = _add_pointer_head(fp32, spec, keep_encoder, first_pointer)
+        if options.encoder_cross_kv:
+            log("moving the cross-attention keys/values into the encoder: one decoder graph for every step")
+            manifest["encoder_cross_kv"] = cross_kv.move_cross_kv_to_encoder(
+                fp32, num_heads=config.num_heads, d_kv=config.d_kv
+            )
+            files = [name for name in files if name != DECODER]
         if options.fuse:
             log("fusing attention, norms and GELU (onnxruntime's T5 fusion, CPU-runnable)")
             pack = options.quantize != "int8" or options.per_channel
-            manifest["fusion"] = fusion.fuse_graphs(fp32, config, pack=pack)
+            manifest["fusion"] = fusion.fuse_graphs(fp32, config, files, pack=pack)
         del model, pointer_model  # the exporter patches the model and its config; parity gets a fresh copy
         keep = {*files, *OPTIMUM_CONFIGS}
         for path in fp32.iterdir():  # tokenizer copies: the runtime reads its source tokenizer only

@@ -32,7 +32,6 @@ import numpy as np
 from mtop_edge.errors import ModelError
 from mtop_edge.export.graphs import KEEP_FP32 as POSITION_BIAS
 from mtop_edge.export.graphs import quiet
-from mtop_edge.manifest import DECODER, DECODER_WITH_PAST, ENCODER
 
 OPTIMUM_PAST = re.compile(r"^(past_key_values|present)\.(\d+)\.(decoder|encoder)\.(key|value)$")
 FUSED_OPS = ("Attention", "MultiHeadAttention", "SkipSimplifiedLayerNormalization", "FastGelu")
@@ -346,8 +345,8 @@ def fuse_graph(path: Path, *, num_heads: int, hidden_size: int, max_distance: in
     return {**{op: counts[op] for op in FUSED_OPS if counts[op]}, **({"MatMuls packed": packed} if packed else {})}
 
 
-def fuse_graphs(directory: Path, config, *, pack: bool = True) -> dict:
-    """Fuse the encoder and both decoders of an fp32 export in ``directory``; returns the manifest entry.
+def fuse_graphs(directory: Path, config, files: list[str], *, pack: bool = True) -> dict:
+    """Fuse the graph ``files`` of an fp32 export in ``directory``; returns the manifest entry.
 
     ``pack`` joins parallel MatMuls (`pack_parallel_matmuls`): exact in fp32 and with per-channel
     int8 scales; one per-tensor scale over joined weights would change the quantized numbers.
@@ -358,4 +357,4 @@ def fuse_graphs(directory: Path, config, *, pack: bool = True) -> dict:
         "hidden_size": config.num_heads * config.d_kv,
         "max_distance": config.relative_attention_max_distance,
     }
-    return {name: fuse_graph(directory / name, **settings) for name in (ENCODER, DECODER, DECODER_WITH_PAST)}
+    return {name: fuse_graph(directory / name, **settings) for name in files}

@@ -25,6 +25,7 @@ HELP = {
     "quantize_embeddings": "also quantize embedding Gathers (smaller files; off: weight MatMuls only)",
     "optimize": "offline onnxruntime graph optimization saved into the files",
     "fuse": "fused attention, norm and GELU nodes (onnxruntime's T5 fusion, made to run on the CPU)",
+    "encoder_cross_kv": "the encoder also returns the cross-attention keys/values: one decoder graph for every step",
     "share_weights": "store each weight once in weights.bin (the two decoders share theirs)",
     "opset": "ONNX opset (0 = optimum's default for T5)",
     "parity_rows": "utterances for the parity check at the end (0 = skip)",
@@ -44,6 +45,7 @@ class ExportOptions:
     quantize_embeddings: bool = True
     optimize: str = "none"
     fuse: bool = True
+    encoder_cross_kv: bool = True
     share_weights: bool = True
     opset: int = 0
     parity_rows: int = 200

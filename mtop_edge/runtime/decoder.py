@@ -1,10 +1,12 @@
 """The hot path: batched greedy decoding over plain onnxruntime sessions with past key/values.
 
-The encoder runs once; the first decoder step also returns the cross-attention keys/values, which
-every later step reuses. All tensors move through IOBinding: on CUDA the encoder output and both
-caches stay on the device between steps, and on both devices the logits land in one preallocated
-host buffer. Rows that finish keep their slot (fed PAD) until the whole batch is done; with the
-grammar, the loop ends as soon as every tree is closed (the EOS that must follow needs no step).
+The encoder runs once. The cross-attention keys/values every step reuses come from the encoder
+itself (exports with ``encoder_cross_kv``: the with-past decoder then runs every step, the first one
+with an empty past) or from a first-step decoder. All tensors move through IOBinding: on CUDA the
+encoder output and both caches stay on the device between steps, and on both devices the logits
+land in one preallocated host buffer. Rows that finish keep their slot (fed PAD) until the whole
+batch is done; with the grammar, the loop ends as soon as every tree is closed (the EOS that must
+follow needs no step).
 """
 
 from __future__ import annotations
@@ -39,9 +41,12 @@ class GreedyDecoder:
 
         self.device = device
         self.merged = manifest.merged
+        self.encoder_cross_kv = manifest.encoder_cross_kv and not manifest.merged
         self.encoder = load(ENCODER)
         if self.merged:
             self.first = self.step = load(DECODER_MERGED)
+        elif self.encoder_cross_kv:
+            self.first, self.step = None, load(DECODER_WITH_PAST)
         else:
             self.first, self.step = load(DECODER), load(DECODER_WITH_PAST)
         arch = manifest.architecture
@@ -76,15 +81,21 @@ class GreedyDecoder:
         arch = self.arch
         common = {"input_ids", "encoder_attention_mask", *self.pointer_inputs}
         past = set(self.self_past + self.cross_past)
-        expected = [
-            (self.encoder, ENCODER, {"input_ids", "attention_mask"}, {"last_hidden_state", *self.pointer_inputs}),
-            (
-                self.first,
-                DECODER_MERGED if self.merged else DECODER,
-                common | {"encoder_hidden_states"} | (past | {"use_cache_branch"} if self.merged else set()),
-                {"logits", *self.self_present, *self.cross_present},
-            ),
-        ]
+        encoder_out = {
+            "last_hidden_state",
+            *self.pointer_inputs,
+            *(self.cross_present if self.encoder_cross_kv else ()),
+        }
+        expected = [(self.encoder, ENCODER, {"input_ids", "attention_mask"}, encoder_out)]
+        if self.first is not None:
+            expected.append(
+                (
+                    self.first,
+                    DECODER_MERGED if self.merged else DECODER,
+                    common | {"encoder_hidden_states"} | (past | {"use_cache_branch"} if self.merged else set()),
+                    {"logits", *self.self_present, *self.cross_present},
+                )
+            )
         if not self.merged:
             expected.append((self.step, DECODER_WITH_PAST, common | past, {"logits", *self.self_present}))
         for session, name, inputs, outputs in expected:
@@ -133,29 +144,31 @@ class GreedyDecoder:
         encoder.bind_cpu_input("input_ids", input_ids)
         encoder.bind_cpu_input("attention_mask", attention_mask)
         encoder.bind_output("last_hidden_state", device)
-        for name in self.pointer_inputs:
+        for name in [*self.pointer_inputs, *(self.cross_present if self.encoder_cross_kv else ())]:
             encoder.bind_output(name, device)
         self.encoder.run_with_iobinding(encoder)
-        hidden, *memory = encoder.get_outputs()
-
-        first = self.first.io_binding()
-        first.bind_cpu_input("input_ids", tokens)
-        first.bind_cpu_input("encoder_attention_mask", attention_mask)
-        first.bind_ortvalue_input("encoder_hidden_states", hidden)
-        for name, value in zip(self.pointer_inputs, memory, strict=True):
-            first.bind_ortvalue_input(name, value)
-        if self.merged:
-            empty = self._empty_past(batch)
-            for name in self.self_past + self.cross_past:
-                first.bind_cpu_input(name, empty)
-            first.bind_cpu_input("use_cache_branch", np.zeros(1, dtype=bool))
-        first.bind_output("logits", "cpu", 0, np.float32, logits.shape, logits.ctypes.data)
-        for name in self.self_present + self.cross_present:
-            first.bind_output(name, device)
-        self.first.run_with_iobinding(first)
-        outputs = first.get_outputs()
+        hidden, *rest = encoder.get_outputs()
+        memory, cross_kv = rest[: len(self.pointer_inputs)], rest[len(self.pointer_inputs) :]
         n_self = len(self.self_present)
-        self_kv, cross_kv = outputs[1 : 1 + n_self], outputs[1 + n_self :]
+
+        if self.first is not None:
+            first = self.first.io_binding()
+            first.bind_cpu_input("input_ids", tokens)
+            first.bind_cpu_input("encoder_attention_mask", attention_mask)
+            first.bind_ortvalue_input("encoder_hidden_states", hidden)
+            for name, value in zip(self.pointer_inputs, memory, strict=True):
+                first.bind_ortvalue_input(name, value)
+            if self.merged:
+                empty = self._empty_past(batch)
+                for name in self.self_past + self.cross_past:
+                    first.bind_cpu_input(name, empty)
+                first.bind_cpu_input("use_cache_branch", np.zeros(1, dtype=bool))
+            first.bind_output("logits", "cpu", 0, np.float32, logits.shape, logits.ctypes.data)
+            for name in self.self_present + self.cross_present:
+                first.bind_output(name, device)
+            self.first.run_with_iobinding(first)
+            outputs = first.get_outputs()
+            self_kv, cross_kv = outputs[1 : 1 + n_self], outputs[1 + n_self :]
 
         step = self.step.io_binding()
         step.bind_cpu_input("encoder_attention_mask", attention_mask)
@@ -164,6 +177,17 @@ class GreedyDecoder:
         if self.merged:
             step.bind_ortvalue_input("encoder_hidden_states", hidden)
             step.bind_cpu_input("use_cache_branch", np.ones(1, dtype=bool))
+        if self.first is None:  # the first step: the with-past graph with an empty past
+            step.bind_cpu_input("input_ids", tokens)
+            empty = self._empty_past(batch)
+            for name in self.self_past:
+                step.bind_cpu_input(name, empty)
+            step.bind_output("logits", "cpu", 0, np.float32, logits.shape, logits.ctypes.data)
+            for name in self.self_present:
+                step.bind_output(name, device)
+            self.step.run_with_iobinding(step)
+            self_kv = step.get_outputs()[1 : 1 + n_self]
+            step.clear_binding_outputs()
 
         constrained = ConstrainedBatch(grammar, n_words, self.columns) if grammar is not None else None
         finished = constrained.finished if constrained is not None else np.zeros(batch, dtype=bool)
