@@ -284,9 +284,10 @@ def test_fused_export_is_the_same_parser(tiny_model, tiny_export, tiny_export_fp
     assert fused["fusion"][ENCODER]["MultiHeadAttention"] == layers
     assert DECODER not in fused["fusion"]  # the with-past decoder runs every step
     assert fused["fusion"][DECODER_WITH_PAST]["MultiHeadAttention"] == 2 * layers
-    # the encoder's cross-attention keys/values of every layer: one packed MatMul
+    # the encoder returns the cross-attention keys/values of every layer; its MatMuls stay unpacked
+    # (many rows per call: the Split's copies cost more than the nodes saved)
     assert len(fused["encoder_cross_kv"]) == 2 * layers
-    assert fused["fusion"][ENCODER]["MatMuls packed"] == layers + 2 * layers - 1
+    assert "MatMuls packed" not in fused["fusion"][ENCODER]
     # per layer: self-attention q/k/v and the gated feed-forward's two inputs, one MatMul each
     assert fused["fusion"][DECODER_WITH_PAST]["MatMuls packed"] == 3 * layers
     for name in (ENCODER, DECODER_WITH_PAST):  # no CUDA-only node is left for the CPU
