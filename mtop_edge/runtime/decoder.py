@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import onnxruntime as ort
 
 from mtop_edge.errors import ModelError
 from mtop_edge.manifest import DECODER, DECODER_MERGED, DECODER_WITH_PAST, ENCODER, Manifest
@@ -40,6 +41,8 @@ class GreedyDecoder:
             return create_session(manifest.directory / name, device=device, threads=threads, optimization=optimization)
 
         self.device = device
+        self._cpu = ort.OrtDevice.make("cpu", 0)._get_c_device()
+        self._device = ort.OrtDevice.make(device, 0)._get_c_device()
         self.merged = manifest.merged
         self.encoder_cross_kv = manifest.encoder_cross_kv and not manifest.merged
         self.encoder = load(ENCODER)
@@ -57,6 +60,11 @@ class GreedyDecoder:
         self.self_past = arch.past_names("past_key_values", "decoder")
         self.cross_past = arch.past_names("past_key_values", "encoder")
         self.pointer_inputs = manifest.pointer_inputs
+        self.encoder_outputs = [
+            "last_hidden_state",
+            *self.pointer_inputs,
+            *(self.cross_present if self.encoder_cross_kv else ()),
+        ]
         self._check_graphs(manifest)
         spec = manifest.spec
         if manifest.decoder_ids is None:  # untrimmed: exported ids are the checkpoint's
@@ -140,54 +148,60 @@ class GreedyDecoder:
         out = np.full((batch, steps), self.pad_id, dtype=np.int64)
         chosen = np.empty(batch, dtype=np.int64)
 
-        encoder = self.encoder.io_binding()
-        encoder.bind_cpu_input("input_ids", input_ids)
-        encoder.bind_cpu_input("attention_mask", attention_mask)
-        encoder.bind_output("last_hidden_state", device)
-        for name in [*self.pointer_inputs, *(self.cross_present if self.encoder_cross_kv else ())]:
+        # All binding goes to the C objects under onnxruntime's Python IOBinding wrapper, which
+        # re-validates devices and graph capture on every call (measured on edge-tiny-h200: 64 -> 20 us
+        # of Python per decoder step; batch 1 5.3 -> 4.8 ms). The logits stay bound to one host
+        # buffer, which every step overwrites.
+        cpu, device = self._cpu, self._device
+        encoder = self.encoder.io_binding()._iobinding
+        encoder.bind_input("input_ids", input_ids)
+        encoder.bind_input("attention_mask", attention_mask)
+        for name in self.encoder_outputs:
             encoder.bind_output(name, device)
-        self.encoder.run_with_iobinding(encoder)
+        self.encoder._sess.run_with_iobinding(encoder, None)
         hidden, *rest = encoder.get_outputs()
         memory, cross_kv = rest[: len(self.pointer_inputs)], rest[len(self.pointer_inputs) :]
         n_self = len(self.self_present)
 
         if self.first is not None:
-            first = self.first.io_binding()
-            first.bind_cpu_input("input_ids", tokens)
-            first.bind_cpu_input("encoder_attention_mask", attention_mask)
+            first = self.first.io_binding()._iobinding
+            first.bind_input("input_ids", tokens)
+            first.bind_input("encoder_attention_mask", attention_mask)
             first.bind_ortvalue_input("encoder_hidden_states", hidden)
             for name, value in zip(self.pointer_inputs, memory, strict=True):
                 first.bind_ortvalue_input(name, value)
             if self.merged:
                 empty = self._empty_past(batch)
                 for name in self.self_past + self.cross_past:
-                    first.bind_cpu_input(name, empty)
-                first.bind_cpu_input("use_cache_branch", np.zeros(1, dtype=bool))
-            first.bind_output("logits", "cpu", 0, np.float32, logits.shape, logits.ctypes.data)
+                    first.bind_input(name, empty)
+                first.bind_input("use_cache_branch", np.zeros(1, dtype=bool))
+            first.bind_output("logits", cpu, np.float32, logits.shape, logits.ctypes.data)
             for name in self.self_present + self.cross_present:
                 first.bind_output(name, device)
-            self.first.run_with_iobinding(first)
-            outputs = first.get_outputs()
+            self.first._sess.run_with_iobinding(first, None)
+            outputs = list(first.get_outputs())
             self_kv, cross_kv = outputs[1 : 1 + n_self], outputs[1 + n_self :]
 
-        step = self.step.io_binding()
-        step.bind_cpu_input("encoder_attention_mask", attention_mask)
+        step, run = self.step.io_binding()._iobinding, self.step._sess.run_with_iobinding
+        step.bind_input("encoder_attention_mask", attention_mask)
         for name, value in zip([*self.cross_past, *self.pointer_inputs], [*cross_kv, *memory], strict=True):
             step.bind_ortvalue_input(name, value)
         if self.merged:
             step.bind_ortvalue_input("encoder_hidden_states", hidden)
-            step.bind_cpu_input("use_cache_branch", np.ones(1, dtype=bool))
+            use_cache = np.ones(1, dtype=bool)
+            step.bind_input("use_cache_branch", use_cache)
+        step.bind_input("input_ids", tokens)
+        step.bind_output("logits", cpu, np.float32, logits.shape, logits.ctypes.data)
+        per_step = self.self_present + (self.cross_present if self.merged else [])
         if self.first is None:  # the first step: the with-past graph with an empty past
-            step.bind_cpu_input("input_ids", tokens)
             empty = self._empty_past(batch)
             for name in self.self_past:
-                step.bind_cpu_input(name, empty)
-            step.bind_output("logits", "cpu", 0, np.float32, logits.shape, logits.ctypes.data)
-            for name in self.self_present:
+                step.bind_input(name, empty)
+            for name in per_step:
                 step.bind_output(name, device)
-            self.step.run_with_iobinding(step)
-            self_kv = step.get_outputs()[1 : 1 + n_self]
-            step.clear_binding_outputs()
+            run(step, None)
+            outputs = step.get_outputs()
+            self_kv = [outputs[i] for i in range(1, 1 + n_self)]
 
         constrained = ConstrainedBatch(grammar, n_words, self.columns) if grammar is not None else None
         finished = constrained.finished if constrained is not None else np.zeros(batch, dtype=bool)
@@ -209,18 +223,14 @@ class GreedyDecoder:
                 last = t + 2
                 break
             tokens[:, 0] = chosen
-            step.bind_cpu_input("input_ids", tokens)
+            step.bind_input("input_ids", tokens)  # bound again: CUDA copies an input when it is bound
             for name, value in zip(self.self_past, self_kv, strict=True):
                 step.bind_ortvalue_input(name, value)
-            step.bind_output("logits", "cpu", 0, np.float32, logits.shape, logits.ctypes.data)
-            for name in self.self_present:
+            for name in per_step:  # rebinding replaces last step's (one longer) present values
                 step.bind_output(name, device)
-            if self.merged:
-                for name in self.cross_present:
-                    step.bind_output(name, device)
-            self.step.run_with_iobinding(step)
-            self_kv = step.get_outputs()[1 : 1 + n_self]
-            step.clear_binding_outputs()
+            run(step, None)
+            outputs = step.get_outputs()
+            self_kv = [outputs[i] for i in range(1, 1 + n_self)]
 
         ids, ended = [], []
         for row in out[:, :last].tolist():
