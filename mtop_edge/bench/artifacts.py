@@ -20,6 +20,9 @@ KINDS = ("mtop-edge-int8", "mtop-edge-fp32", "optimum-fp32", "optimum-int8", "ct
 DONE = ".complete"
 
 
+EXPORTER = Path(__file__).resolve().parent.parent / "export"
+
+
 def needed_kinds(engines: list[str]) -> list[str]:
     from mtop_edge.bench.engines import base_name
 
@@ -127,7 +130,9 @@ def build_artifacts(
         "ctranslate2-fp32": lambda: _ctranslate2(checkpoint, spec, "float32"),
     }
     folders = {kind: kind for kind in kinds}
-    # our exports are cached by their options too: a changed default must not reuse an old export
+    # our exports are cached by their options and the exporter's code too: a changed default or a
+    # changed graph transformation must not reuse an old export
+    exporter = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(EXPORTER.glob("*.py"))))
     exports = {
         "mtop-edge-int8": ExportOptions.load(None, quantize="int8", parity_rows=0),
         "mtop-edge-fp32": ExportOptions.load(None, quantize="none", parity_rows=0),
@@ -135,7 +140,7 @@ def build_artifacts(
     exports = {kind: options for kind, options in exports.items() if kind in folders}
     exports.update({profile_kind(p): ExportOptions.load(p, parity_rows=0) for p in profiles})
     for kind, options in exports.items():
-        digest = hashlib.sha256(options.to_toml().encode()).hexdigest()[:8]
+        digest = hashlib.sha256(options.to_toml().encode() + exporter.digest()).hexdigest()[:8]
         makers[kind] = lambda options=options: _mtop_edge(checkpoint, options)
         folders[kind] = f"{kind}-{digest}"
     paths = {"checkpoint": str(checkpoint)}
