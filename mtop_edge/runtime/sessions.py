@@ -58,8 +58,8 @@ _pool: dict[str, int] = {}
 def share_thread_pool(threads: int | None = None) -> bool:
     """From now on, every CPU session of this process runs on one shared pool of ``threads`` threads.
 
-    By default each session gets its own spinning pool, and a parser's three sessions (encoder,
-    first-step and with-past decoder), which run one after another, steal the cores from each other.
+    By default each session gets its own spinning pool, and a parser's sessions (the encoder and
+    one or two decoders), which run one after another, steal the cores from each other.
     onnxruntime allows this once per process and then requires it of *every* session, other
     libraries' too, so it is a choice for processes that run only mtop-edge sessions: the CLI's
     parse, serve and evaluate call it. Returns False where the pool exists already (sized elsewhere).
