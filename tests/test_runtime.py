@@ -521,3 +521,17 @@ def test_separated_models_get_a_separator_before_each_symbol_but_the_first(seed,
         assert body[0] != separator and body[-1] != separator
         utterance = " ".join(_distinct_words(n_words[row]))
         assert isinstance(spec.decode(body, utterance, split_words(utterance)), Intent)
+
+
+def test_default_slice_size_follows_the_device_and_the_model_width(tiny_export):
+    from types import SimpleNamespace
+
+    from mtop_edge.runtime.parser import MAX_BATCH, WIDE_MODEL_BATCH, default_max_batch
+
+    def manifest(d_model):
+        return SimpleNamespace(architecture=SimpleNamespace(d_model=d_model))
+
+    assert default_max_batch(manifest(192), "cpu") == MAX_BATCH["cpu"] == 12
+    assert default_max_batch(manifest(512), "cpu") == WIDE_MODEL_BATCH == 16
+    assert default_max_batch(manifest(512), "cuda") == MAX_BATCH["cuda"]
+    assert Parser.load(tiny_export[0]).max_batch == 12 and Parser.load(tiny_export[0], max_batch=5).max_batch == 5

@@ -17,10 +17,21 @@ from mtop_edge.runtime.decoder import Decoded, GreedyDecoder
 from mtop_edge.runtime.grammar import Grammar
 from mtop_edge.runtime.results import ParseResult
 
-# rows decoded at once (see Parser.decode_ids): on the CPU, 12-row slices keep a slice's activations
-# in the cache (32-row calls, 1 thread, both trained models: 422-429 / 745-751 utt/s against 348-349
-# / 637-677 with 16 rows, 417-422 / 724-737 with 8); CUDA keeps 16, not measured since
+# rows decoded at once (see Parser.decode_ids). On the CPU, small models' weights stay in the cache
+# and 12-row slices keep a slice's activations there too (32-row calls, 1 thread: edge-pointer
+# 745-751 utt/s against 637-677 with 16 rows and 724-737 with 8; edge-tiny-h200 422-429 against
+# 348-349 and 417-422); a model as wide as mT5-small reads its weights from memory at every step,
+# and larger slices share each read among more rows (the mT5-small shape: 140.6 with 16 against
+# 127.4 with 12, 137.9 with 32). CUDA keeps 16, not measured since.
 MAX_BATCH = {"cpu": 12, "cuda": 16}
+WIDE_MODEL_BATCH = 16  # CPU, d_model above 256
+
+
+def default_max_batch(manifest: Manifest, device: str) -> int:
+    """Rows per slice when the caller does not say: MAX_BATCH, or WIDE_MODEL_BATCH for wide models on the CPU."""
+    if device == "cpu" and manifest.architecture.d_model > 256:
+        return WIDE_MODEL_BATCH
+    return MAX_BATCH[device]
 
 
 def default_model_dir() -> Path:
@@ -56,7 +67,7 @@ class Parser:
     ) -> None:
         if max_batch is not None and max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, not {max_batch}")
-        self.max_batch = max_batch or MAX_BATCH[decoder.device]
+        self.max_batch = max_batch or default_max_batch(manifest, decoder.device)
         self.manifest = manifest
         self.spec = manifest.spec
         self.decoder = decoder
@@ -89,7 +100,7 @@ class Parser:
 
         ``constrain`` allows only well-formed trees; ``label_pairs`` further allows only the
         intent/slot pairs seen in training (when the manifest records them). ``max_batch`` bounds
-        the rows decoded at once (default MAX_BATCH for the device; see `decode_ids`).
+        the rows decoded at once (default: `default_max_batch`; see `decode_ids`).
 
         Raises:
             ModelError: missing or corrupt model files (named).
