@@ -225,10 +225,11 @@ class ConstrainedBatch:
             ]
         else:
             states = [grammar.state(stacks[r], finished[r], root_closed[r], steps_left) for r in range(len(stacks))]
-        np.take(grammar.bias, states, axis=0, out=self.work)
+        # ndarray methods, not the np.* wrappers: this runs every step (about 6 of a pick's 19 us went there)
+        grammar.bias.take(states, axis=0, out=self.work)
         self.work += scores if self.columns is None else scores[:, self.columns]
         self.work += self.length_bias
-        np.argmax(self.work, axis=1, out=self.picked)
+        self.work.argmax(axis=1, out=self.picked)
         chosen[:] = self.picked if self.columns is None else self.columns[self.picked]
         for r, token in enumerate(self.picked.tolist()):
             if finished[r]:
