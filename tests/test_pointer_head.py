@@ -224,3 +224,31 @@ def test_bench_runs_our_engines_on_a_pointer_head_checkpoint(tiny_pointer_model,
     assert any("ctranslate2-int8, optimum-int8 left out" in line for line in said)
     ems = {r["engine"]: r["exact_match"] for r in rows}
     assert ems["mtop-edge-fp32"] is not None and ems["torch-fp32"] is not None
+
+
+def test_training_goes_on_from_a_pointer_head_checkpoint(tiny_pointer_model, tmp_path):
+    """A warm restart: init = our pointer-head checkpoint, a new schedule; it starts from its weights."""
+    import torch
+
+    from mtop_edge.torch_engine import load_checkpoint
+    from mtop_edge.training.recipe import Recipe
+    from mtop_edge.training.train import train
+
+    checkpoint, first = tiny_pointer_model
+    recipe = Recipe.load(TINY_RECIPE, pointer_head=True, init=str(checkpoint), max_steps=4, eval_steps=4)
+    summary = train(recipe, SAMPLES / "train_sample.jsonl", tmp_path / "more")
+    before, after = load_checkpoint(checkpoint), load_checkpoint(tmp_path / "more")
+    assert before.config.num_pointers == after.config.num_pointers
+    # four steps from the trained weights: close to them, and a mean loss under the first run's
+    # (which started from random weights, ~6)
+    change = (after.pointer_query.weight - before.pointer_query.weight).norm() / before.pointer_query.weight.norm()
+    assert 0 < change.item() < 0.5
+    assert summary["train_loss"] < first["train_loss"]
+    with torch.no_grad():
+        assert not torch.equal(after.shared.weight, before.shared.weight)
+    with pytest.raises(MtopEdgeError, match="span head"):  # the tiny model was trained without the span loss
+        train(
+            Recipe.load(TINY_RECIPE, pointer_head=True, init=str(checkpoint), span_loss=0.5),
+            SAMPLES / "train_sample.jsonl",
+            tmp_path / "x",
+        )

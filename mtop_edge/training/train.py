@@ -172,7 +172,7 @@ def build_model(recipe: Recipe, vocab_size: int, spec: PointerSpec):
         else:
             model = MT5ForConditionalGeneration(config)
     elif recipe.pointer_head:
-        raise MtopEdgeError('pointer_head = true needs init = "scratch" (a pretrained checkpoint has no pointer head)')
+        model = _continued_pointer_model(recipe, spec, vocab_size)
     else:
         model = AutoModelForSeq2SeqLM.from_pretrained(recipe.init)
         if model.get_input_embeddings().num_embeddings < vocab_size:
@@ -207,6 +207,32 @@ def _pointer_head_model(config, spec: PointerSpec, recipe: Recipe):
         config.span_intent_ids = [i for symbol, i in symbols.items() if symbol.startswith("[" + INTENT_PREFIX)]
         config.span_close_id = symbols[CLOSE]
     return PointerHeadT5(config)
+
+
+def _continued_pointer_model(recipe: Recipe, spec: PointerSpec, vocab_size: int):
+    """A pointer-head checkpoint of this project, to train on (a warm restart with a new schedule).
+
+    Raises:
+        MtopEdgeError: ``init`` is not a pointer-head checkpoint, or does not fit this data's symbols.
+    """
+    from mtop_edge.modeling.pointer_head import PointerHeadT5
+    from mtop_edge.torch_engine import is_pointer_head_checkpoint
+
+    if not is_pointer_head_checkpoint(Path(recipe.init)):
+        raise MtopEdgeError(
+            f'pointer_head = true needs init = "scratch" or a pointer-head checkpoint of this project; {recipe.init} '
+            "has no pointer head"
+        )
+    model = PointerHeadT5.from_pretrained(recipe.init, dropout_rate=recipe.dropout_rate)
+    config = model.config
+    pointers = spec.pointer_ids
+    if (config.pointer_start, config.num_pointers) != (pointers[0], len(pointers)) or config.vocab_size < vocab_size:
+        raise MtopEdgeError(f"{recipe.init}: its pointer tokens or vocabulary do not match this data's symbols")
+    if recipe.span_loss > 0 and not hasattr(model, "pointer_span_tags"):
+        raise MtopEdgeError(f"{recipe.init}: trained without the span loss, it has no span head to go on with")
+    config.pointer_label_smoothing = recipe.label_smoothing
+    config.span_loss = recipe.span_loss
+    return model
 
 
 def _select_device(recipe: Recipe) -> str:
