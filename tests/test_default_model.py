@@ -54,7 +54,7 @@ def test_json_says_which_model_answered_and_gives_offsets():
     assert result.exit_code == 0, result.output
     record = json.loads(result.output)
     model_id = Manifest.load(DEFAULT_MODEL_DIR).model_id
-    assert record["model"] == model_id and model_id.startswith("edge-pointer@7c649c533e6d")
+    assert record["model"] == model_id and model_id.startswith("edge-pointer@616524d95dff")
     # offsets checked against a hand count ("wake me up " is 11 characters), not against the slice they make
     assert record["slots"] == [{"label": "SL:DATE_TIME", "text": "at 7 tomorrow", "start": 11, "end": 24}]
 
@@ -62,4 +62,4 @@ def test_json_says_which_model_answered_and_gives_offsets():
 def test_version_names_the_default_model():
     result = CliRunner().invoke(cli, ["--version"])
     assert result.exit_code == 0
-    assert "default model: edge-pointer@7c649c533e6d" in result.output
+    assert "default model: edge-pointer@616524d95dff" in result.output
