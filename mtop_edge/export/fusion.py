@@ -104,12 +104,31 @@ def _replace_node(graph, node, nodes: list) -> None:
         graph.node.insert(position + offset, new_node)
 
 
+def _bias_gather(prefix: str, c: dict[str, str], queries: tuple[str, str], keys: str, offset: str, output: str) -> list:
+    """Nodes for bias[0, h, i, j] = table[clip(j - p_i, low, high) + offset, h]: query positions p_i in
+    ``queries`` (start, end), key positions 0..``keys``; ``c`` names the constants (table, zero, one,
+    low, high, axis0, axis1)."""
+    from onnx import helper
+
+    t = {k: f"{prefix}_{k}" for k in ("q", "k", "q_col", "distance", "clipped", "row", "lkh", "hlk")}
+    return [
+        helper.make_node("Range", [queries[0], queries[1], c["one"]], [t["q"]]),
+        helper.make_node("Range", [c["zero"], keys, c["one"]], [t["k"]]),
+        helper.make_node("Unsqueeze", [t["q"], c["axis1"]], [t["q_col"]]),
+        helper.make_node("Sub", [t["k"], t["q_col"]], [t["distance"]]),
+        helper.make_node("Clip", [t["distance"], c["low"], c["high"]], [t["clipped"]]),
+        helper.make_node("Add", [t["clipped"], offset], [t["row"]]),
+        helper.make_node("Gather", [c["table"], t["row"]], [t["lkh"]], name=f"{prefix}_Gather", axis=0),
+        helper.make_node("Transpose", [t["lkh"]], [t["hlk"]], perm=[2, 0, 1]),
+        helper.make_node("Unsqueeze", [t["hlk"], c["axis0"]], [output]),
+    ]
+
+
 def replace_relative_position_bias(model, max_distance: int) -> None:
     """The encoder's RelativePositionBias node -> Gather over a bias-by-distance table.
 
     (The decoder's is replaced by `replace_decoder_self_bias`, which also folds in the causal mask.)
     """
-    from onnx import helper
 
     graph = model.graph
     for node in [n for n in graph.node if n.op_type == "RelativePositionBias"]:
@@ -130,19 +149,9 @@ def replace_relative_position_bias(model, max_distance: int) -> None:
                 "axis1": np.array([1], np.int64),
             },
         )
-        t = {k: f"{prefix}_{k}" for k in ("q", "k", "q_col", "distance", "clipped", "row", "lkh", "hlk")}
         query_length, key_length = node.input[1], node.input[2]
-        nodes = [  # bias[0, h, i, j] = table[clip(j - i) + D, h]
-            helper.make_node("Range", [c["zero"], query_length, c["one"]], [t["q"]]),
-            helper.make_node("Range", [c["zero"], key_length, c["one"]], [t["k"]]),
-            helper.make_node("Unsqueeze", [t["q"], c["axis1"]], [t["q_col"]]),
-            helper.make_node("Sub", [t["k"], t["q_col"]], [t["distance"]]),
-            helper.make_node("Clip", [t["distance"], c["low"], c["high"]], [t["clipped"]]),
-            helper.make_node("Add", [t["clipped"], c["high"]], [t["row"]]),
-            helper.make_node("Gather", [c["table"], t["row"]], [t["lkh"]], name=f"{prefix}_Gather", axis=0),
-            helper.make_node("Transpose", [t["lkh"]], [t["hlk"]], perm=[2, 0, 1]),
-            helper.make_node("Unsqueeze", [t["hlk"], c["axis0"]], [node.output[0]]),
-        ]
+        # bias[0, h, i, j] = table[clip(j - i) + D, h]
+        nodes = _bias_gather(prefix, c, (c["zero"], query_length), key_length, c["high"], node.output[0])
         _replace_node(graph, node, nodes)
 
 
@@ -190,25 +199,7 @@ def replace_decoder_self_bias(model, max_distance: int) -> None:
             "axis1": np.array([1], np.int64),
         },
     )
-    t = {
-        k: f"{prefix}_{k}"
-        for k in (
-            "new",
-            "past",
-            "total",
-            "start",
-            "end",
-            "q",
-            "k",
-            "q_col",
-            "distance",
-            "clipped",
-            "row",
-            "lkh",
-            "hlk",
-            "bias",
-        )
-    }
+    t = {k: f"{prefix}_{k}" for k in ("new", "past", "total", "start", "end", "bias")}
     new = [
         helper.make_node("Shape", ["input_ids"], [t["new"]], start=1, end=2),
         helper.make_node("Shape", [past], [t["past"]], start=2, end=3)
@@ -217,15 +208,7 @@ def replace_decoder_self_bias(model, max_distance: int) -> None:
         helper.make_node("Add", [t["past"], t["new"]], [t["total"]]),
         helper.make_node("Reshape", [t["past"], c["scalar"]], [t["start"]]),
         helper.make_node("Reshape", [t["total"], c["scalar"]], [t["end"]]),
-        helper.make_node("Range", [t["start"], t["end"], c["one"]], [t["q"]]),
-        helper.make_node("Range", [c["zero"], t["end"], c["one"]], [t["k"]]),
-        helper.make_node("Unsqueeze", [t["q"], c["axis1"]], [t["q_col"]]),
-        helper.make_node("Sub", [t["k"], t["q_col"]], [t["distance"]]),
-        helper.make_node("Clip", [t["distance"], c["low"], c["high"]], [t["clipped"]]),
-        helper.make_node("Add", [t["clipped"], c["offset"]], [t["row"]]),
-        helper.make_node("Gather", [c["table"], t["row"]], [t["lkh"]], name=f"{prefix}_Gather", axis=0),
-        helper.make_node("Transpose", [t["lkh"]], [t["hlk"]], perm=[2, 0, 1]),
-        helper.make_node("Unsqueeze", [t["hlk"], c["axis0"]], [t["bias"]]),
+        *_bias_gather(prefix, c, (t["start"], t["end"]), t["end"], c["offset"], t["bias"]),
     ]
     first = list(graph.node).index(self_attention[0])
     for offset, new_node in enumerate(new):
