@@ -23,9 +23,9 @@ def cross_present_names(decoder) -> list[str]:
     return [o.name for o in decoder.graph.output if o.name.startswith("present.") and ".encoder." in o.name]
 
 
-def _projection_weight(decoder, output: str) -> str:
-    """The weight behind one cross-attention output: MatMul(encoder_hidden_states, W) -> ... -> output."""
-    producer = {o: n for n in decoder.graph.node for o in n.output}
+def _projection_weight(producer: dict, output: str) -> str:
+    """The weight behind one cross-attention output: MatMul(encoder_hidden_states, W) -> ... -> output
+    (``producer``: tensor name -> the decoder node that writes it)."""
     node, hops = producer.get(output), 0
     while node is not None and hops < 6:
         if node.op_type == "MatMul" and node.input[0] == "encoder_hidden_states":
@@ -52,12 +52,13 @@ def move_cross_kv_to_encoder(directory: Path, *, num_heads: int, d_kv: int) -> l
     if not names:
         raise ModelError(f"{directory / DECODER}: no cross-attention outputs (present.N.encoder.*) to move")
     weights = {i.name: i for i in decoder.graph.initializer}
+    producer = {o: n for n in decoder.graph.node for o in n.output}
     encoder = onnx.load(str(directory / ENCODER))
     graph = encoder.graph
     shape = "cross_kv_shape"
     graph.initializer.append(numpy_helper.from_array(np.array([0, -1, num_heads, d_kv], np.int64), shape))
     for name in names:
-        weight = weights[_projection_weight(decoder, name)]
+        weight = weights[_projection_weight(producer, name)]
         stored = numpy_helper.from_array(numpy_helper.to_array(weight), f"{name}.weight")
         graph.initializer.append(stored)
         graph.node.extend(

@@ -249,10 +249,7 @@ def split_packed_attention(model) -> None:
                 **{k: attributes[k] for k in ("num_heads", "scale", "mask_filter_value") if k in attributes},
             ),
         ]
-        position = list(graph.node).index(node)
-        graph.node.remove(node)
-        for offset, new_node in enumerate(nodes):
-            graph.node.insert(position + offset, new_node)
+        _replace_node(graph, node, nodes)
 
 
 def pack_parallel_matmuls(model) -> int:
@@ -339,9 +336,8 @@ def fuse_graphs(directory: Path, config, files: list[str], *, pack: bool = True)
     batch 1 level).
     """
     settings = {
-        "pack": pack,
         "num_heads": config.num_heads,
         "hidden_size": config.num_heads * config.d_kv,
         "max_distance": config.relative_attention_max_distance,
     }
-    return {name: fuse_graph(directory / name, **{**settings, "pack": pack and name != ENCODER}) for name in files}
+    return {name: fuse_graph(directory / name, **settings, pack=pack and name != ENCODER) for name in files}
