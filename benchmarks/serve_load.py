@@ -4,7 +4,7 @@ and off, plus a soak with malformed requests. Bounded in count and time; stops b
     python benchmarks/serve_load.py [--model DIR] [--requests 600] [--soak 10000] [--out benchmarks/results]
 
 Each setting starts a fresh server (`--threads` onnxruntime threads) on a free 127.0.0.1 port; the
-client (httpx, asyncio) runs on the same machine. Utterances are MTOP eval rows from the in-repo
+client (a lean keep-alive HTTP/1.1 client on uvloop) runs on the same machine. Utterances are MTOP eval rows from the in-repo
 sample, one per request. Writes serve-<time>.json, .md and .png.
 """
 
@@ -28,9 +28,8 @@ from mtop_edge.bench import percentile
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "mtop_edge" / "samples" / "eval_sample.jsonl"
-MODES = {  # "batching on" is the server's default; the soak runs it
+MODES = {  # "batching on" is the server's default; the soak runs it on one worker
     "batching on": ["--max-batch", "32", "--max-wait-ms", "0"],
-    "batching on, 5 ms wait": ["--max-batch", "32", "--max-wait-ms", "5"],
     "batching off": ["--max-batch", "1", "--max-wait-ms", "0"],
 }
 
@@ -67,32 +66,81 @@ class Server:
         return self.process.wait(timeout=60)
 
 
+class Connection:
+    """One keep-alive HTTP/1.1 connection that POSTs JSON bodies: the load client's only work.
+
+    A general client (httpx) spent 1.2-3.8 ms of CPU per request here, as much as the server at
+    concurrency 32, on the same two cores; this reads the status line, the headers and exactly
+    Content-Length bytes, and nothing else.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, body: bytes) -> int:
+        """The response's status code (its body is read and dropped)."""
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        head = f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        self.writer.write(head.encode() + body)
+        status = int((await self.reader.readline()).split()[1])
+        length, close = 0, False
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"connection" and value.strip().lower() == b"close":
+                close = True
+        await self.reader.readexactly(length)
+        if close:
+            self.close()
+        return status
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.reader = self.writer = None
+
+
+def run(coroutine):
+    """Run on uvloop where installed (the serve extra brings it), as the server does."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coroutine)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coroutine)
+
+
 async def drive(
     url: str, bodies: list[bytes], concurrency: int, deadline_s: float
 ) -> tuple[list[float | None], list[int | None], float]:
-    """Send ``bodies`` from ``concurrency`` sequential clients; per body (in order) its latency (ms)
-    and status (None if the time cap came first), and the elapsed seconds."""
+    """Send ``bodies`` from ``concurrency`` sequential clients, one connection each; per body (in
+    order) its latency (ms) and status (None if the time cap came first), and the elapsed seconds."""
+    host, port = url.removeprefix("http://").split(":")
     latencies: list[float | None] = [None] * len(bodies)
     statuses: list[int | None] = [None] * len(bodies)
     order = iter(range(len(bodies)))
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
-        stop_at = time.perf_counter() + deadline_s
+    stop_at = time.perf_counter() + deadline_s
 
-        async def worker() -> None:
+    async def worker() -> None:
+        connection = Connection(host, int(port))
+        try:
             for index in order:
                 if time.perf_counter() >= stop_at:
                     return
                 begin = time.perf_counter()
-                reply = await client.post(
-                    url + "/v1/parse", content=bodies[index], headers={"content-type": "application/json"}
-                )
+                statuses[index] = await connection.post("/v1/parse", bodies[index])
                 latencies[index] = (time.perf_counter() - begin) * 1000
-                statuses[index] = reply.status_code
+        finally:
+            connection.close()
 
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return latencies, statuses, time.perf_counter() - started
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies, statuses, time.perf_counter() - started
 
 
 def in_process_p50(model: str | None, threads: int, utterances: list[str]) -> float:
@@ -114,6 +162,7 @@ def main() -> None:
     arguments = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     arguments.add_argument("--model", help="model directory [default: the embedded model]")
     arguments.add_argument("--threads", type=int, default=1, help="server onnxruntime threads")
+    arguments.add_argument("--workers", default="1,2", help="server processes to measure (one setting each)")
     arguments.add_argument("--concurrency", default="1,8,32")
     arguments.add_argument("--requests", type=int, default=600, help="requests per setting")
     arguments.add_argument("--seconds", type=float, default=60, help="time cap per setting")
@@ -127,32 +176,43 @@ def main() -> None:
     result: dict = {"created": time.strftime("%Y-%m-%dT%H:%M:%S"), "threads": args.threads, "rows": []}
     result["in_process_p50_ms"] = round(in_process_p50(args.model, args.threads, utterances), 3)
     print(f"in-process Parser.parse batch-1 p50: {result['in_process_p50_ms']} ms", flush=True)
-    for mode, mode_args in MODES.items():
-        server = Server([*model_args, *mode_args])
-        try:
-            asyncio.run(drive(server.url, bodies[:50], 4, 30))  # warm-up
-            for concurrency in [int(c) for c in args.concurrency.split(",")]:
-                latencies, statuses, elapsed = asyncio.run(drive(server.url, bodies, concurrency, args.seconds))
-                done = [(ms, status) for ms, status in zip(latencies, statuses, strict=True) if status is not None]
-                latencies = [ms for ms, _ in done]
-                statuses = [status for _, status in done]
-                row = {
-                    "mode": mode,
-                    "concurrency": concurrency,
-                    "requests": len(latencies),
-                    "non_200": sum(s != 200 for s in statuses),
-                    "utterances_per_s": round(len(latencies) / elapsed, 1),
-                    "p50_ms": round(percentile(latencies, 0.5), 2),
-                    "p99_ms": round(percentile(latencies, 0.99), 2),
-                }
-                result["rows"].append(row)
-                print(json.dumps(row), flush=True)
-        finally:
-            server.stop()
+    for workers in [int(w) for w in args.workers.split(",")]:
+        for mode, mode_args in MODES.items():
+            result["rows"] += measure(["--workers", str(workers), *model_args, *mode_args], bodies, args)
+    for line in target_ratios(result):
+        print(line, flush=True)
     if args.soak:
         result["soak"] = soak(model_args, utterances, args.soak)
         print(json.dumps(result["soak"]), flush=True)
     write(result, args.out)
+
+
+def measure(server_args: list[str], bodies: list[bytes], args: argparse.Namespace) -> list[dict]:
+    """One fresh server, warmed up, then one row per concurrency."""
+    workers = int(server_args[server_args.index("--workers") + 1])
+    mode = next(name for name, mode_args in MODES.items() if server_args[-len(mode_args) :] == mode_args)
+    server = Server(server_args)
+    rows = []
+    try:
+        run(drive(server.url, bodies[:100], 8, 30))  # warm-up, every worker
+        for concurrency in [int(c) for c in args.concurrency.split(",")]:
+            latencies, statuses, elapsed = run(drive(server.url, bodies, concurrency, args.seconds))
+            done = [(ms, status) for ms, status in zip(latencies, statuses, strict=True) if status is not None]
+            row = {
+                "workers": workers,
+                "mode": mode,
+                "concurrency": concurrency,
+                "requests": len(done),
+                "non_200": sum(status != 200 for _, status in done),
+                "utterances_per_s": round(len(done) / elapsed, 1),
+                "p50_ms": round(percentile([ms for ms, _ in done], 0.5), 2),
+                "p99_ms": round(percentile([ms for ms, _ in done], 0.99), 2),
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    finally:
+        server.stop()
+    return rows
 
 
 def soak(model_args: list[str], utterances: list[str], count: int) -> dict:
@@ -166,12 +226,12 @@ def soak(model_args: list[str], utterances: list[str], count: int) -> dict:
         bodies.append(rng.choice(malformed) if is_bad else json.dumps({"utterance": rng.choice(utterances)}).encode())
     server = Server([*model_args, *MODES["batching on"]])
     try:
-        asyncio.run(drive(server.url, bodies[:1000], 8, 120))  # warm-up: the memory baseline is the steady state
+        run(drive(server.url, bodies[:1000], 8, 120))  # warm-up: the memory baseline is the steady state
         rss = [round(server.rss_mb(), 1)]
         statuses: list[int | None] = []
         elapsed = 0.0
         for start in range(0, count, 2000):  # RSS after every 2,000 requests: growth or a plateau
-            _, chunk, seconds = asyncio.run(drive(server.url, bodies[start : start + 2000], 8, 600))
+            _, chunk, seconds = run(drive(server.url, bodies[start : start + 2000], 8, 600))
             statuses += chunk
             elapsed += seconds
             rss.append(round(server.rss_mb(), 1))
@@ -194,6 +254,23 @@ def soak(model_args: list[str], utterances: list[str], count: int) -> dict:
     }
 
 
+def target_ratios(result: dict) -> list[str]:
+    """Issue 13's two ratios for each worker count measured at concurrency 1, 8 and 32."""
+    lines = []
+    for workers in sorted({r["workers"] for r in result["rows"]}):
+        row = {(r["mode"], r["concurrency"]): r for r in result["rows"] if r["workers"] == workers}
+        if {("batching off", 1), ("batching on", 8), ("batching on", 32)} <= row.keys():
+            sequential = row["batching off", 1]["utterances_per_s"]
+            c32 = row["batching on", 32]["utterances_per_s"]
+            p99 = row["batching on", 8]["p99_ms"]
+            lines.append(
+                f"{workers} worker(s): concurrency 32 with batching {c32} utt/s = {c32 / sequential:.2f}x sequential "
+                f"batch-1 requests ({sequential}); concurrency 8 p99 {p99} ms = "
+                f"{p99 / result['in_process_p50_ms']:.1f}x the in-process batch-1 p50"
+            )
+    return lines
+
+
 def write(result: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     stem = out / f"serve-{result['created'].replace('-', '').replace(':', '')}"
@@ -202,11 +279,12 @@ def write(result: dict, out: Path) -> None:
         f"Run {result['created']}; server with {result['threads']} onnxruntime thread(s); in-process "
         f"`Parser.parse` batch-1 p50 {result['in_process_p50_ms']} ms.",
         "",
-        "| mode | concurrency | requests | utt/s | p50 ms | p99 ms | non-200 |",
-        "|---|---|---|---|---|---|---|",
+        "| workers | mode | concurrency | requests | utt/s | p50 ms | p99 ms | non-200 |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    keys = ("mode", "concurrency", "requests", "utterances_per_s", "p50_ms", "p99_ms", "non_200")
+    keys = ("workers", "mode", "concurrency", "requests", "utterances_per_s", "p50_ms", "p99_ms", "non_200")
     lines += ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in result["rows"]]
+    lines += ["", *(f"- {line}" for line in target_ratios(result))]
     if "soak" in result:
         lines += ["", "Soak: " + ", ".join(f"{k} {v}" for k, v in result["soak"].items())]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
@@ -216,10 +294,11 @@ def write(result: dict, out: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for mode in MODES:
-        rows = [r for r in result["rows"] if r["mode"] == mode]
-        left.plot([r["concurrency"] for r in rows], [r["utterances_per_s"] for r in rows], marker="o", label=mode)
-        right.plot([r["concurrency"] for r in rows], [r["p99_ms"] for r in rows], marker="o", label=mode)
+    for workers, mode in dict.fromkeys((r["workers"], r["mode"]) for r in result["rows"]):
+        rows = [r for r in result["rows"] if (r["workers"], r["mode"]) == (workers, mode)]
+        label = f"{workers} worker{'s' * (workers > 1)}, {mode}"
+        left.plot([r["concurrency"] for r in rows], [r["utterances_per_s"] for r in rows], marker="o", label=label)
+        right.plot([r["concurrency"] for r in rows], [r["p99_ms"] for r in rows], marker="o", label=label)
     left.set(xlabel="concurrent clients", ylabel="utterances/s", title="throughput", xscale="log")
     right.set(xlabel="concurrent clients", ylabel="ms", title="p99 latency", xscale="log", yscale="log")
     left.legend()
