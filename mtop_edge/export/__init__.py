@@ -164,6 +164,8 @@ def export_model(
     # option conflicts first: before any download or model load
     if options.fuse and options.merged:
         raise MtopEdgeError("fuse = true works on separate decoders: set merged = false")
+    if options.decoder_weights == "int4" and options.quantize != "int8":
+        raise MtopEdgeError(f"decoder_weights = int4 is a kind of int8 export: set quantize = int8, not {options.quantize}")
     if options.encoder_cross_kv and options.merged:
         # the merged decoder serves the first step itself: nothing to move
         options = dataclasses.replace(options, encoder_cross_kv=False)
@@ -245,7 +247,8 @@ def export_model(
             stage.mkdir()
             log(f"converting to {options.quantize}")
             if options.quantize == "int8":
-                details = graphs.quantize_int8(fp32, stage, files, options)
+                int4 = tuple(name for name in files if name != ENCODER) if options.decoder_weights == "int4" else ()
+                details = graphs.quantize_int8(fp32, stage, files, options, int4_files=int4)
             else:
                 details = graphs.convert_fp16(fp32, stage, files)
             for config_file in OPTIMUM_CONFIGS:

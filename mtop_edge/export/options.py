@@ -11,6 +11,7 @@ from mtop_edge.config import load_config, to_toml
 CHOICES = {
     "quantize": ("int8", "none", "fp16"),
     "weight_type": ("uint8", "int8"),
+    "decoder_weights": ("int8", "int4"),
     "optimize": ("none", "basic", "extended"),
 }
 HELP = {
@@ -21,6 +22,7 @@ HELP = {
     "merged": "one decoder graph with an If on use_cache_branch instead of two",
     "weight_type": "int8 weights: int8 (signed; with reduce_range on AVX2-only CPUs too) or uint8",
     "per_channel": "per-channel weight scales for int8",
+    "decoder_weights": "int4: the decoder's weight MatMuls as 4-bit MatMulNBits (blocks of 128, int8 compute)",
     "reduce_range": "7-bit weights: signed int8 weights cannot saturate on AVX2-only CPUs",
     "quantize_embeddings": "also quantize embedding Gathers (smaller files; off: weight MatMuls only)",
     "optimize": "offline onnxruntime graph optimization saved into the files",
@@ -42,6 +44,7 @@ class ExportOptions:
     weight_type: str = "int8"
     per_channel: bool = True
     reduce_range: bool = True
+    decoder_weights: str = "int8"
     quantize_embeddings: bool = True
     optimize: str = "none"
     fuse: bool = True
