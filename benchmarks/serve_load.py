@@ -3,9 +3,9 @@ and off, plus a soak with malformed requests. Bounded in count and time; stops b
 
     python benchmarks/serve_load.py [--model DIR] [--requests 600] [--soak 10000] [--out benchmarks/results]
 
-Each setting starts a fresh server (`--threads` onnxruntime threads) on a free 127.0.0.1 port; the
-client (a lean keep-alive HTTP/1.1 client on uvloop) runs on the same machine. Utterances are MTOP eval rows from the in-repo
-sample, one per request. Writes serve-<time>.json, .md and .png.
+Each setting starts a fresh server (`--workers` processes of `--threads` onnxruntime threads) on a
+free 127.0.0.1 port; the client (a lean keep-alive HTTP/1.1 client on uvloop) runs on the same
+machine. Utterances are MTOP eval rows from the in-repo sample, one per request. Writes serve-<time>.json, .md and .png.
 """
 
 from __future__ import annotations
@@ -83,7 +83,10 @@ class Connection:
         """The response's status code (its body is read and dropped)."""
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        head = f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
         self.writer.write(head.encode() + body)
         status = int((await self.reader.readline()).split()[1])
         length, close = 0, False
@@ -177,7 +180,7 @@ def main() -> None:
     result["in_process_p50_ms"] = round(in_process_p50(args.model, args.threads, utterances), 3)
     print(f"in-process Parser.parse batch-1 p50: {result['in_process_p50_ms']} ms", flush=True)
     for workers in [int(w) for w in args.workers.split(",")]:
-        for mode, mode_args in MODES.items():
+        for mode_args in MODES.values():
             result["rows"] += measure(["--workers", str(workers), *model_args, *mode_args], bodies, args)
     for line in target_ratios(result):
         print(line, flush=True)

@@ -57,3 +57,20 @@ def tiny_export(tiny_model, tmp_path_factory):
 def tiny_export_fp32(tiny_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("export") / "fp32"
     return out, export_tiny(tiny_model, out, quantize="none")
+
+
+@pytest.fixture(scope="session")
+def tiny_pointer_model(tmp_path_factory):
+    """The tiny recipe with the pointer head (points by content), trained on the train sample."""
+    from mtop_edge.training.recipe import Recipe
+    from mtop_edge.training.train import train
+
+    out = tmp_path_factory.mktemp("tiny-pointer") / "model"
+    summary = train(Recipe.load(TINY_RECIPE, pointer_head=True), SAMPLES / "train_sample.jsonl", out)
+    return out, summary
+
+
+@pytest.fixture(scope="session")
+def tiny_pointer_export_fp32(tiny_pointer_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export") / "pointer-fp32"
+    return out, export_tiny(tiny_pointer_model, out, quantize="none")

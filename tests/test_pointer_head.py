@@ -79,16 +79,6 @@ def test_word_dropout_replaces_word_pieces_only():
     assert len(seen) > 1  # drawn afresh per batch
 
 
-@pytest.fixture(scope="module")
-def tiny_pointer_model(tmp_path_factory):
-    from mtop_edge.training.recipe import Recipe
-    from mtop_edge.training.train import train
-
-    out = tmp_path_factory.mktemp("tiny-pointer") / "model"
-    summary = train(Recipe.load(TINY_RECIPE, pointer_head=True), SAMPLES / "train_sample.jsonl", out)
-    return out, summary
-
-
 def test_training_writes_a_pointer_head_checkpoint(tiny_pointer_model):
     from mtop_edge.modeling.pointer_head import PointerHeadT5
     from mtop_edge.torch_engine import load_checkpoint

@@ -526,12 +526,31 @@ def test_separated_models_get_a_separator_before_each_symbol_but_the_first(seed,
 def test_default_slice_size_follows_the_device_and_the_model_width(tiny_export):
     from types import SimpleNamespace
 
-    from mtop_edge.runtime.parser import MAX_BATCH, WIDE_MODEL_BATCH, default_max_batch
+    from mtop_edge.runtime.parser import MAX_BATCH, WIDE_MODEL_BATCH, default_encoder_rows, default_max_batch
 
     def manifest(d_model):
         return SimpleNamespace(architecture=SimpleNamespace(d_model=d_model))
 
     assert default_max_batch(manifest(192), "cpu") == MAX_BATCH["cpu"] == 12
-    assert default_max_batch(manifest(512), "cpu") == WIDE_MODEL_BATCH == 16
+    assert default_max_batch(manifest(512), "cpu") == WIDE_MODEL_BATCH == 32
     assert default_max_batch(manifest(512), "cuda") == MAX_BATCH["cuda"]
+    assert default_encoder_rows(manifest(512), "cpu") == 8
+    assert default_encoder_rows(manifest(192), "cpu") is None and default_encoder_rows(manifest(512), "cuda") is None
     assert Parser.load(tiny_export[0]).max_batch == 12 and Parser.load(tiny_export[0], max_batch=5).max_batch == 5
+
+
+@pytest.mark.parametrize("export", ["tiny_export_fp32", "tiny_pointer_export_fp32"])
+def test_encoding_a_batch_in_groups_changes_no_output(export, request):
+    """The encoder in length-sorted groups, outputs zero-padded back to the batch's width, gives the
+    decoder exactly what one encoder call on the whole padded batch gives (fp32: token for token)."""
+    parser = Parser.load(request.getfixturevalue(export)[0], constrain=False)
+    sources, counts = [], []
+    for row in EVAL_ROWS[:48]:
+        source = parser.source.prepare(row["utterance"])
+        sources.append(source.ids)
+        counts.append(len(source.words))
+    assert len(set(map(len, sources))) > 5  # rows of many lengths: groups pad differently from the batch
+    whole = parser.decode_ids(sources, counts, batch_size=48).ids
+    for rows in (1, 5, 16):
+        parser.decoder.encoder_rows = rows
+        assert parser.decode_ids(sources, counts, batch_size=48).ids == whole

@@ -165,7 +165,7 @@ def export_model(
     if options.fuse and options.merged:
         raise MtopEdgeError("fuse = true works on separate decoders: set merged = false")
     if options.decoder_weights == "int4" and options.quantize != "int8":
-        raise MtopEdgeError(f"decoder_weights = int4 is a kind of int8 export: set quantize = int8, not {options.quantize}")
+        raise MtopEdgeError(f"decoder_weights = int4 needs quantize = int8, not {options.quantize}")
     if options.encoder_cross_kv and options.merged:
         # the merged decoder serves the first step itself: nothing to move
         options = dataclasses.replace(options, encoder_cross_kv=False)

@@ -35,8 +35,16 @@ class GreedyDecoder:
     """Sessions for one exported model and the greedy loop over them."""
 
     def __init__(
-        self, manifest: Manifest, *, device: str = "cpu", threads: int | None = None, optimization: str = "all"
+        self,
+        manifest: Manifest,
+        *,
+        device: str = "cpu",
+        threads: int | None = None,
+        optimization: str = "all",
+        encoder_rows: int | None = None,
     ) -> None:
+        """``encoder_rows``: on the CPU, encode larger batches in groups of this many rows (see `_encode`)."""
+
         def load(name: str):
             return create_session(manifest.directory / name, device=device, threads=threads, optimization=optimization)
 
@@ -65,6 +73,8 @@ class GreedyDecoder:
             *self.pointer_inputs,
             *(self.cross_present if self.encoder_cross_kv else ()),
         ]
+        self._length_axis = {"last_hidden_state": 1, **dict.fromkeys(self.cross_present, 2)}
+        self.encoder_rows = encoder_rows
         self._check_graphs(manifest)
         spec = manifest.spec
         if manifest.decoder_ids is None:  # untrimmed: exported ids are the checkpoint's
@@ -122,6 +132,56 @@ class GreedyDecoder:
                     f"decoder_vocab is {arch.decoder_vocab}"
                 )
 
+    def _run_encoder(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> list:
+        """The encoder's outputs (``encoder_outputs`` order) as onnxruntime's C OrtValues, on the device."""
+        encoder = self.encoder.io_binding()._iobinding
+        encoder.bind_input("input_ids", input_ids)
+        encoder.bind_input("attention_mask", attention_mask)
+        for name in self.encoder_outputs:
+            encoder.bind_output(name, self._device)
+        self.encoder._sess.run_with_iobinding(encoder, None)
+        return list(encoder.get_outputs())
+
+    def _encode(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[list, list[np.ndarray]]:
+        """The encoder's outputs for the batch, and the host arrays under them (to keep alive), if any.
+
+        On the CPU a batch over ``encoder_rows`` is encoded in groups of rows of similar length, each
+        padded only to its own longest row, then put back together: the encoder's cost follows its
+        tokens, so it should not compute on the padding of the batch's longest row, while a decoder
+        step reads its weights once per call, so the decoder wants the whole batch. Padded positions
+        hold zeros, which the attention mask hides.
+        """
+        batch = input_ids.shape[0]
+        if self.device != "cpu" or self.encoder_rows is None or batch <= self.encoder_rows:
+            return self._run_encoder(input_ids, attention_mask), []
+        lengths = attention_mask.sum(axis=1)
+        order = np.argsort(lengths, kind="stable")
+        full: list[np.ndarray] = []
+
+        def named(outputs: list[np.ndarray]):
+            return zip(self.encoder_outputs, outputs, strict=True)
+
+        for start in range(0, batch, self.encoder_rows):
+            rows = order[start : start + self.encoder_rows]
+            width = int(lengths[rows].max())
+            outputs = [v.numpy() for v in self._run_encoder(input_ids[rows, :width], attention_mask[rows, :width])]
+            if not full:  # zeros at the batch's size: batch rows, and its longest row on the length axis
+                full = [np.zeros(self._batch_shape(n, o.shape, input_ids.shape), o.dtype) for n, o in named(outputs)]
+            for (name, part), whole in zip(named(outputs), full, strict=True):
+                axis = self._length_axis.get(name)
+                if axis is None:
+                    whole[rows] = part
+                else:
+                    whole[(rows, *[slice(None)] * (axis - 1), slice(0, width))] = part
+        return [ort.OrtValue.ortvalue_from_numpy(whole)._ortvalue for whole in full], full  # no copy
+
+    def _batch_shape(self, name: str, part: tuple[int, ...], batch: tuple[int, int]) -> tuple[int, ...]:
+        """An encoder output's shape for the whole (rows, tokens) batch, from one group's ``part`` shape."""
+        shape = [batch[0], *part[1:]]
+        if (axis := self._length_axis.get(name)) is not None:
+            shape[axis] = batch[1]
+        return tuple(shape)
+
     def _empty_past(self, batch: int) -> np.ndarray:
         return np.zeros((batch, self.arch.num_heads, 0, self.arch.d_kv), dtype=np.float32)
 
@@ -153,13 +213,8 @@ class GreedyDecoder:
         # of Python per decoder step; batch 1 5.3 -> 4.8 ms). The logits stay bound to one host
         # buffer, which every step overwrites.
         cpu, device = self._cpu, self._device
-        encoder = self.encoder.io_binding()._iobinding
-        encoder.bind_input("input_ids", input_ids)
-        encoder.bind_input("attention_mask", attention_mask)
-        for name in self.encoder_outputs:
-            encoder.bind_output(name, device)
-        self.encoder._sess.run_with_iobinding(encoder, None)
-        hidden, *rest = encoder.get_outputs()
+        encoded, _arrays = self._encode(input_ids, attention_mask)  # _arrays: the memory under encoded, if any
+        hidden, *rest = encoded
         memory, cross_kv = rest[: len(self.pointer_inputs)], rest[len(self.pointer_inputs) :]
         n_self = len(self.self_present)
 

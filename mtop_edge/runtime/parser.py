@@ -20,18 +20,28 @@ from mtop_edge.runtime.results import ParseResult
 # rows decoded at once (see Parser.decode_ids). On the CPU, small models' weights stay in the cache
 # and 12-row slices keep a slice's activations there too (32-row calls, 1 thread: edge-pointer
 # 745-751 utt/s against 637-677 with 16 rows and 724-737 with 8; edge-tiny-h200 422-429 against
-# 348-349 and 417-422); a model as wide as mT5-small reads its weights from memory at every step,
-# and larger slices share each read among more rows (the mT5-small shape: 140.6 with 16 against
-# 127.4 with 12, 137.9 with 32). CUDA keeps 16, not measured since.
+# 348-349 and 417-422; 32-row slices: 592 and 370). A model as wide as mT5-small reads its weights
+# from memory at every decoder step, so larger slices share each read among more rows, but the
+# encoder's cost follows the padded tokens, which a large slice multiplies: wide models decode 32
+# rows at once and encode them in length-sorted groups of 8 (the mT5-small shape: 158 utt/s,
+# against 134 with 16-row slices and 124 with 32 encoded at once). CUDA keeps 16, not measured since.
 MAX_BATCH = {"cpu": 12, "cuda": 16}
-WIDE_MODEL_BATCH = 16  # CPU, d_model above 256
+WIDE_MODEL_BATCH = 32  # CPU, d_model above 256
+WIDE_MODEL_ENCODER_ROWS = 8
+
+
+def is_wide_on_cpu(manifest: Manifest, device: str) -> bool:
+    return device == "cpu" and manifest.architecture.d_model > 256
 
 
 def default_max_batch(manifest: Manifest, device: str) -> int:
     """Rows per slice when the caller does not say: MAX_BATCH, or WIDE_MODEL_BATCH for wide models on the CPU."""
-    if device == "cpu" and manifest.architecture.d_model > 256:
-        return WIDE_MODEL_BATCH
-    return MAX_BATCH[device]
+    return WIDE_MODEL_BATCH if is_wide_on_cpu(manifest, device) else MAX_BATCH[device]
+
+
+def default_encoder_rows(manifest: Manifest, device: str) -> int | None:
+    """Rows per encoder call inside a slice: WIDE_MODEL_ENCODER_ROWS for wide models on the CPU, else the slice."""
+    return WIDE_MODEL_ENCODER_ROWS if is_wide_on_cpu(manifest, device) else None
 
 
 def default_model_dir() -> Path:
@@ -107,7 +117,13 @@ class Parser:
             DeviceError: the device cannot be used.
         """
         manifest = Manifest.load(model_dir if model_dir is not None else default_model_dir())
-        decoder = GreedyDecoder(manifest, device=device, threads=threads, optimization=optimization)
+        decoder = GreedyDecoder(
+            manifest,
+            device=device,
+            threads=threads,
+            optimization=optimization,
+            encoder_rows=default_encoder_rows(manifest, device),
+        )
         return cls(
             manifest, decoder, constrain=constrain, label_pairs=label_pairs, max_steps=max_steps, max_batch=max_batch
         )
