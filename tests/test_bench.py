@@ -72,6 +72,26 @@ def test_suite_runs_every_engine_on_a_trained_model(tiny_model, tmp_path):
     assert "| mtop-edge-int8 | 1 |" in table and "1.00x" in table
 
 
+def test_throughput_only_runs_report_no_exact_match(tiny_model, tmp_path):
+    """Without batch 1 (where outputs are kept and scored) a run still completes and reports."""
+    options = BenchOptions(
+        models=[tiny_model[0]],
+        engines=["mtop-edge-int8"],
+        reference_shape=False,
+        threads=[1],
+        batch_sizes=[4],
+        rows=4,
+        throughput_rows=8,
+        warmup=1,
+        out=tmp_path / "results",
+        work=tmp_path / "work",
+    )
+    result = run_bench(options, log=lambda _: None)
+    assert [(r["batch_size"], r["exact_match"]) for r in result["rows"]] == [(4, None)]
+    assert result["rows"][0]["utterances_per_s"] > 0
+    assert "mtop-edge-int8" in markdown(result)
+
+
 def test_random_weights_force_the_same_number_of_steps(tmp_path):
     checkpoint = build_reference_shape(tmp_path / "shape", SAMPLES / "train_sample.jsonl", shape=TINY_SHAPE)
     engines = ["mtop-edge-int8", "mtop-edge-int8-unconstrained", "torch-fp32", "ctranslate2-int8-vmap"]
