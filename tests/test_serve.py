@@ -203,6 +203,9 @@ def test_several_workers_serve_the_default_model():
     try:
         reply = httpx.post(server.url + "/v1/parse", json={"utterance": "set an alarm"}, timeout=30)
         assert reply.status_code == 200 and reply.json()["intent"] == "IN:CREATE_ALARM"
+        # without --threads, the workers split the cores instead of each sizing its pool to all of them
+        threads = httpx.get(server.url + "/v1/model", timeout=30).json()["threads"]
+        assert threads == max(1, (os.cpu_count() or 1) // 2)
     finally:
         assert server.stop()
 

@@ -22,8 +22,17 @@ from mtop_edge.errors import require
 @click.option("--host", default="127.0.0.1", help="Address to listen on (0.0.0.0 for every interface).")
 @click.option("--port", default=8080, type=click.IntRange(0, 65535))
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu")
-@click.option("--threads", type=click.IntRange(min=1), help="onnxruntime threads per worker [default: onnxruntime's].")
-@click.option("--workers", default=1, type=click.IntRange(min=1), help="Processes, each with its own model.")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    help="onnxruntime threads per worker [default: onnxruntime's; with --workers N, the cores / N].",
+)
+@click.option(
+    "--workers",
+    default=1,
+    type=click.IntRange(min=1),
+    help="Processes, each with its own model (one per core served fastest on 2 cores: benchmarks/README.md).",
+)
 @click.option(
     "--max-batch", default=32, type=click.IntRange(min=1), help="Utterances per runtime batch (1 = no batching)."
 )
@@ -61,11 +70,15 @@ def command(model_dir, host, port, device, threads, workers, access_log, **limit
     from mtop_edge.runtime import Parser
     from mtop_edge.serve.app import SETTINGS_ENV, ServeSettings, create_app
 
+    if workers > 1 and threads is None and device == "cpu":
+        # split the cores between the workers: N processes each sized to every core oversubscribe them
+        threads = max(1, (os.cpu_count() or 1) // workers)
     settings = ServeSettings(model=str(model_dir) if model_dir else None, device=device, threads=threads, **limits)
     if workers == 1:
         share_cpu_threads(device, threads)  # each --workers process shares its own (app_from_environment)
     parser = Parser.load(settings.model, device=device, threads=threads)  # fails here, in one line, if broken
-    click.echo(f"mtop-edge serve: model {parser.manifest.model_id} on {device}, http://{host}:{port}", err=True)
+    where = f"{device}, {workers} worker(s) x {threads or 'default'} thread(s), http://{host}:{port}"
+    click.echo(f"mtop-edge serve: model {parser.manifest.model_id} on {where}", err=True)
     common = {
         "host": host,
         "port": port,

@@ -65,7 +65,7 @@ def model_summary(parser: Parser) -> dict:
 def create_app(parser: Parser, settings: ServeSettings = ServeSettings()) -> Starlette:
     """The service around one loaded parser."""
     metrics = Metrics()
-    summary = model_summary(parser)
+    summary = {**model_summary(parser), "threads": settings.threads}  # null: onnxruntime's default
     state: dict = {"batcher": None}
 
     def parse_batch(utterances, truncate: bool):

@@ -97,7 +97,7 @@ def openapi_schema(settings) -> dict:
             },
             "/v1/model": {
                 "get": {
-                    "summary": "The model: id (name@hash), architecture, quantization, scores",
+                    "summary": "The model: id (name@hash), architecture, quantization, scores, device, threads",
                     "responses": {"200": ok},
                 }
             },
