@@ -74,3 +74,21 @@ def tiny_pointer_model(tmp_path_factory):
 def tiny_pointer_export_fp32(tiny_pointer_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("export") / "pointer-fp32"
     return out, export_tiny(tiny_pointer_model, out, quantize="none")
+
+
+def small_bench(model: Path, tmp_path: Path, **settings):
+    """BenchOptions for a bench run in seconds: one model, no reference shape, 1 thread, a few rows."""
+    from mtop_edge.bench import BenchOptions
+
+    defaults = {
+        "models": [model],
+        "reference_shape": False,
+        "threads": [1],
+        "batch_sizes": [1],
+        "rows": 4,
+        "throughput_rows": 8,
+        "warmup": 1,
+        "out": tmp_path / "results",
+        "work": tmp_path / "work",
+    }
+    return BenchOptions(**{**defaults, **settings})

@@ -10,7 +10,7 @@ from mtop_edge.bench.report import markdown
 from mtop_edge.bench.shapes import build_reference_shape
 from mtop_edge.data import read_examples
 
-from .conftest import SAMPLES
+from .conftest import SAMPLES, small_bench
 
 TINY_SHAPE = {
     "vocab_size": 6000,
@@ -28,19 +28,7 @@ TINY_SHAPE = {
 def test_suite_runs_every_engine_on_a_trained_model(tiny_model, tmp_path):
     profile = tmp_path / "two-file.toml"  # an export layout compared beside the built-in engines
     profile.write_text('name = "two-file"\nshare_weights = false\nquantize_embeddings = false\n')
-    options = BenchOptions(
-        models=[tiny_model[0]],
-        engines=list(ENGINES),
-        profiles=[profile],
-        reference_shape=False,
-        threads=[1],
-        batch_sizes=[1, 4],
-        rows=4,
-        throughput_rows=8,
-        warmup=1,
-        out=tmp_path / "results",
-        work=tmp_path / "work",
-    )
+    options = small_bench(tiny_model[0], tmp_path, engines=list(ENGINES), profiles=[profile], batch_sizes=[1, 4])
     result = run_bench(options, log=lambda _: None)
     rows = result["rows"]
     names = {r["engine"] + (f"-{r['variant']}" if r["variant"] else "") for r in rows}
@@ -74,18 +62,7 @@ def test_suite_runs_every_engine_on_a_trained_model(tiny_model, tmp_path):
 
 def test_throughput_only_runs_report_no_exact_match(tiny_model, tmp_path):
     """Without batch 1 (where outputs are kept and scored) a run still completes and reports."""
-    options = BenchOptions(
-        models=[tiny_model[0]],
-        engines=["mtop-edge-int8"],
-        reference_shape=False,
-        threads=[1],
-        batch_sizes=[4],
-        rows=4,
-        throughput_rows=8,
-        warmup=1,
-        out=tmp_path / "results",
-        work=tmp_path / "work",
-    )
+    options = small_bench(tiny_model[0], tmp_path, engines=["mtop-edge-int8"], batch_sizes=[4])
     result = run_bench(options, log=lambda _: None)
     assert [(r["batch_size"], r["exact_match"]) for r in result["rows"]] == [(4, None)]
     assert result["rows"][0]["utterances_per_s"] > 0

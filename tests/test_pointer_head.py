@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from mtop_edge.errors import MtopEdgeError  # noqa: E402
-from tests.conftest import SAMPLES, TINY_RECIPE  # noqa: E402
+from tests.conftest import SAMPLES, TINY_RECIPE, small_bench  # noqa: E402
 
 
 def _tiny_config(**extra):
@@ -194,21 +194,11 @@ def test_span_loss_trains_and_exports_without_its_head(tmp_path):
 
 
 def test_bench_runs_our_engines_on_a_pointer_head_checkpoint(tiny_pointer_model, tmp_path):
-    from mtop_edge.bench import BenchOptions, run_bench
+    from mtop_edge.bench import run_bench
 
     said: list[str] = []
-    options = BenchOptions(
-        models=[tiny_pointer_model[0]],
-        engines=["mtop-edge-fp32", "torch-fp32", "ctranslate2-int8", "optimum-int8"],
-        reference_shape=False,
-        threads=[1],
-        batch_sizes=[1],
-        rows=3,
-        throughput_rows=3,
-        warmup=1,
-        out=tmp_path / "results",
-        work=tmp_path / "work",
-    )
+    engines = ["mtop-edge-fp32", "torch-fp32", "ctranslate2-int8", "optimum-int8"]
+    options = small_bench(tiny_pointer_model[0], tmp_path, engines=engines, rows=3, throughput_rows=3)
     rows = run_bench(options, log=said.append)["rows"]
     assert {r["engine"] for r in rows} == {"mtop-edge-fp32", "torch-fp32"}
     assert any("ctranslate2-int8, optimum-int8 left out" in line for line in said)
