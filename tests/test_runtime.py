@@ -23,7 +23,7 @@ from mtop_edge.errors import DeviceError, InputError, ModelError
 from mtop_edge.runtime import Parser
 from mtop_edge.runtime.grammar import ConstrainedBatch, Grammar
 
-from .conftest import SAMPLES
+from .conftest import SAMPLES, export_tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 EVAL_ROWS = [json.loads(line) for line in (SAMPLES / "eval_sample.jsonl").read_text().splitlines()]
@@ -405,8 +405,6 @@ def test_evaluate_onnx_engine_reports_constrained_and_not(tiny_export):
 @pytest.mark.cuda
 @pytest.mark.skipif("CUDAExecutionProvider" not in ort.get_available_providers(), reason="needs onnxruntime-gpu")
 def test_cuda_fp16_export_is_finite_and_agrees_with_fp32(tiny_model, tiny_export_fp32, tmp_path):
-    from .conftest import export_tiny
-
     export_tiny(tiny_model, tmp_path / "fp16", quantize="fp16", parity_rows=0)
     utterances = [row["utterance"] for row in EVAL_ROWS[:64]]
     fp32 = Parser.load(tiny_export_fp32[0], constrain=False, device="cuda")
@@ -539,11 +537,18 @@ def test_default_slice_size_follows_the_device_and_the_model_width(tiny_export):
     assert Parser.load(tiny_export[0]).max_batch == 12 and Parser.load(tiny_export[0], max_batch=5).max_batch == 5
 
 
-@pytest.mark.parametrize("export", ["tiny_export_fp32", "tiny_pointer_export_fp32"])
-def test_encoding_a_batch_in_groups_changes_no_output(export, request):
+@pytest.mark.parametrize("export", ["tiny_export_fp32", "tiny_pointer_export_fp32", "first-step decoder"])
+def test_encoding_a_batch_in_groups_changes_no_output(export, request, tmp_path):
     """The encoder in length-sorted groups, outputs zero-padded back to the batch's width, gives the
-    decoder exactly what one encoder call on the whole padded batch gives (fp32: token for token)."""
-    parser = Parser.load(request.getfixturevalue(export)[0], constrain=False)
+    decoder exactly what one encoder call on the whole padded batch gives (fp32: token for token):
+    the cross-attention keys/values from the encoder, the pointer head's memory, and the hidden
+    states a first-step decoder reads (exports without encoder_cross_kv)."""
+    if export == "first-step decoder":
+        model_dir = tmp_path / "first-step"
+        export_tiny(request.getfixturevalue("tiny_model"), model_dir, quantize="none", encoder_cross_kv=False)
+    else:
+        model_dir = request.getfixturevalue(export)[0]
+    parser = Parser.load(model_dir, constrain=False)
     sources, counts = [], []
     for row in EVAL_ROWS[:48]:
         source = parser.source.prepare(row["utterance"])
