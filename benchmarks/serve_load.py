@@ -180,8 +180,8 @@ def main() -> None:
     result["in_process_p50_ms"] = round(in_process_p50(args.model, args.threads, utterances), 3)
     print(f"in-process Parser.parse batch-1 p50: {result['in_process_p50_ms']} ms", flush=True)
     for workers in [int(w) for w in args.workers.split(",")]:
-        for mode_args in MODES.values():
-            result["rows"] += measure(["--workers", str(workers), *model_args, *mode_args], bodies, args)
+        for mode in MODES:
+            result["rows"] += measure(workers, mode, model_args, bodies, args)
     for line in target_ratios(result):
         print(line, flush=True)
     if args.soak:
@@ -190,11 +190,11 @@ def main() -> None:
     write(result, args.out)
 
 
-def measure(server_args: list[str], bodies: list[bytes], args: argparse.Namespace) -> list[dict]:
-    """One fresh server, warmed up, then one row per concurrency."""
-    workers = int(server_args[server_args.index("--workers") + 1])
-    mode = next(name for name, mode_args in MODES.items() if server_args[-len(mode_args) :] == mode_args)
-    server = Server(server_args)
+def measure(
+    workers: int, mode: str, model_args: list[str], bodies: list[bytes], args: argparse.Namespace
+) -> list[dict]:
+    """One fresh server (``workers`` processes, batching ``mode``), warmed up, then one row per concurrency."""
+    server = Server(["--workers", str(workers), *model_args, *MODES[mode]])
     rows = []
     try:
         run(drive(server.url, bodies[:100], 8, 30))  # warm-up, every worker

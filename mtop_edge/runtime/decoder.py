@@ -99,12 +99,7 @@ class GreedyDecoder:
         arch = self.arch
         common = {"input_ids", "encoder_attention_mask", *self.pointer_inputs}
         past = set(self.self_past + self.cross_past)
-        encoder_out = {
-            "last_hidden_state",
-            *self.pointer_inputs,
-            *(self.cross_present if self.encoder_cross_kv else ()),
-        }
-        expected = [(self.encoder, ENCODER, {"input_ids", "attention_mask"}, encoder_out)]
+        expected = [(self.encoder, ENCODER, {"input_ids", "attention_mask"}, set(self.encoder_outputs))]
         if self.first is not None:
             expected.append(
                 (
