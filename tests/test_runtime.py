@@ -559,3 +559,49 @@ def test_encoding_a_batch_in_groups_changes_no_output(export, request, tmp_path)
     for rows in (1, 5, 16):
         parser.decoder.encoder_rows = rows
         assert parser.decode_ids(sources, counts, batch_size=48).ids == whole
+
+
+@pytest.mark.parametrize(
+    "export", ["tiny_export_fp32", "tiny_pointer_export_fp32", "first-step decoder", "merged decoder"]
+)
+@pytest.mark.parametrize("constrain", [True, False])
+def test_dropping_done_rows_from_the_batch_changes_no_output(export, constrain, request, tmp_path, monkeypatch):
+    """Rows that are done leave the batch mid-decode (CPU): every per-row input is gathered down to
+    the rows still decoded, and the outputs stay those of the full batch (fp32: token for token)."""
+    from mtop_edge.runtime import decoder as decoder_module
+
+    if export in ("first-step decoder", "merged decoder"):
+        model_dir = tmp_path / "other"
+        merged = export == "merged decoder"
+        export_tiny(
+            request.getfixturevalue("tiny_model"),
+            model_dir,
+            quantize="none",
+            encoder_cross_kv=False,
+            merged=merged,
+            fuse=not merged,
+            parity_rows=0,
+        )
+    else:
+        model_dir = request.getfixturevalue(export)[0]
+    parser = Parser.load(model_dir, constrain=constrain)
+    assert parser.decoder.drop_done  # the CPU default
+    sources, counts = [], []
+    for row in EVAL_ROWS[:40]:
+        source = parser.source.prepare(row["utterance"])
+        sources.append(source.ids)
+        counts.append(len(source.words))
+    drops = []
+    real_drop = parser.decoder._drop_done
+    # args: step binding, keep (a mask over the rows decoded so far), ...
+    monkeypatch.setattr(parser.decoder, "_drop_done", lambda *args: drops.append(args[1]) or real_drop(*args))
+    for at in (0.0, 0.5):  # 0: a row leaves as soon as it is done
+        monkeypatch.setattr(decoder_module, "DROP_AT", at)
+        dropped = parser.decode_ids(sources, counts, batch_size=40)
+        assert drops and all(0 < keep.sum() < len(keep) for keep in drops), "no row left the batch"
+        drops.clear()
+        parser.decoder.drop_done = False
+        kept = parser.decode_ids(sources, counts, batch_size=40)
+        parser.decoder.drop_done = True
+        assert not drops
+        assert dropped.ids == kept.ids and dropped.ended == kept.ended

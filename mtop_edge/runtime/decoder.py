@@ -4,9 +4,9 @@ The encoder runs once. The cross-attention keys/values every step reuses come fr
 itself (exports with ``encoder_cross_kv``: the with-past decoder then runs every step, the first one
 with an empty past) or from a first-step decoder. All tensors move through IOBinding: on CUDA the
 encoder output and both caches stay on the device between steps, and on both devices the logits
-land in one preallocated host buffer. Rows that finish keep their slot (fed PAD) until the whole
-batch is done; with the grammar, the loop ends as soon as every tree is closed (the EOS that must
-follow needs no step).
+land in one preallocated host buffer. On the CPU, rows that are done leave the batch once half of
+it is (`DROP_AT`); on CUDA they keep their slot, fed PAD. With the grammar a row is done when its
+tree closes (the EOS that must follow needs no step), and the loop ends when every tree is closed.
 """
 
 from __future__ import annotations
@@ -21,6 +21,11 @@ from mtop_edge.errors import ModelError
 from mtop_edge.manifest import DECODER, DECODER_MERGED, DECODER_WITH_PAST, ENCODER, Manifest
 from mtop_edge.runtime.grammar import ConstrainedBatch, Grammar
 from mtop_edge.runtime.sessions import create_session
+
+# rows leave the batch once this share of it is done: each drop copies every per-row input (see
+# `_drop_done`); 32-row calls in 12-row slices, 1 thread, eval rows: edge-tiny-h200 427 utt/s
+# keeping every row, 440 dropping at every step, 468 at a fifth, 481 at half; the shipped model 759 -> 836
+DROP_AT = 0.5
 
 
 @dataclass
@@ -49,6 +54,8 @@ class GreedyDecoder:
             return create_session(manifest.directory / name, device=device, threads=threads, optimization=optimization)
 
         self.device = device
+        # rows that are done leave the batch (see `_drop_done`); on CUDA they stay: a gather there is not written yet
+        self.drop_done = device == "cpu"
         self._cpu = ort.OrtDevice.make("cpu", 0)._get_c_device()
         self._device = ort.OrtDevice.make(device, 0)._get_c_device()
         self.merged = manifest.merged
@@ -177,6 +184,24 @@ class GreedyDecoder:
             shape[axis] = batch[1]
         return tuple(shape)
 
+    def _drop_done(
+        self, step, keep: np.ndarray, constant: dict, self_kv: list, logits: np.ndarray
+    ) -> tuple[list, list[np.ndarray]]:
+        """Rebinds ``step`` to the ``keep`` rows only (CPU): every per-row input, and the logits into ``logits``.
+
+        A batch's longest output sets its number of steps, and most rows end well before it (eval
+        rows in sorted 12-row slices: 35% of the row-steps fed a finished row): a step now costs what
+        the rows still decoded cost. ``constant`` is updated in place; returns the self-attention past
+        as OrtValues and the host arrays under them, which must outlive the next step.
+        """
+        for name, value in constant.items():
+            kept = (value if isinstance(value, np.ndarray) else value.numpy())[keep]  # .numpy(): a view
+            constant[name] = kept  # holds the memory under the binding
+            step.bind_input(name, kept)
+        step.bind_output("logits", self._cpu, np.float32, logits.shape, logits.ctypes.data)
+        held = [value.numpy()[keep] for value in self_kv]
+        return [ort.OrtValue.ortvalue_from_numpy(array)._ortvalue for array in held], held
+
     def _empty_past(self, batch: int) -> np.ndarray:
         return np.zeros((batch, self.arch.num_heads, 0, self.arch.d_kv), dtype=np.float32)
 
@@ -234,10 +259,14 @@ class GreedyDecoder:
 
         step, run = self.step.io_binding()._iobinding, self.step._sess.run_with_iobinding
         step.bind_input("encoder_attention_mask", attention_mask)
-        for name, value in zip([*self.cross_past, *self.pointer_inputs], [*cross_kv, *memory], strict=True):
-            step.bind_ortvalue_input(name, value)
+        # the per-row inputs every step reads unchanged (until rows leave the batch)
+        constant = dict(zip([*self.cross_past, *self.pointer_inputs], [*cross_kv, *memory], strict=True))
         if self.merged:
-            step.bind_ortvalue_input("encoder_hidden_states", hidden)
+            constant["encoder_hidden_states"] = hidden
+        for name, value in constant.items():
+            step.bind_ortvalue_input(name, value)
+        constant["encoder_attention_mask"] = attention_mask
+        if self.merged:
             use_cache = np.ones(1, dtype=bool)
             step.bind_input("use_cache_branch", use_cache)
         step.bind_input("input_ids", tokens)
@@ -255,25 +284,41 @@ class GreedyDecoder:
 
         constrained = ConstrainedBatch(grammar, n_words, self.columns) if grammar is not None else None
         finished = constrained.finished if constrained is not None else np.zeros(batch, dtype=bool)
+        drop = self.drop_done and forced_steps is None  # forced steps keep every row
+        rows = np.arange(batch)  # the batch row of each row still decoded
+        live = batch
         last = steps
         for t in range(steps):
+            picked = chosen[:live]
             if constrained is not None:
-                constrained.pick(logits[:, 0, :], steps - t, chosen)
+                constrained.pick(logits[:live, 0, :], steps - t, picked)
             else:
-                np.argmax(logits[:, 0, :], axis=1, out=chosen)
+                np.argmax(logits[:live, 0, :], axis=1, out=picked)
                 if forced_steps is None:
-                    chosen[finished] = self.pad_id
-                    finished |= chosen == self.eos_id
-            out[:, t] = chosen
+                    picked[finished] = self.pad_id
+                    finished |= picked == self.eos_id
+            out[rows, t] = picked
             if t + 1 == steps or (forced_steps is None and finished.all()):
                 last = t + 1
                 break
             if constrained is not None and forced_steps is None and constrained.complete:
-                out[:, t + 1] = self.eos_id  # every tree is closed: EOS is all the grammar allows, no step needed
+                out[rows, t + 1] = self.eos_id  # every tree is closed: EOS is all the grammar allows, no step needed
                 last = t + 2
                 break
-            tokens[:, 0] = chosen
-            step.bind_input("input_ids", tokens)  # bound again: CUDA copies an input when it is bound
+            done = finished if constrained is None else constrained.root_closed  # a closed tree's EOS needs no step
+            if drop and (n_done := int(done.sum())) and n_done >= live * DROP_AT:
+                if constrained is not None:
+                    out[rows[done & ~finished], t + 1] = self.eos_id
+                keep = ~done
+                rows, picked, live = rows[keep], picked[keep], live - n_done
+                if constrained is not None:
+                    constrained.keep(keep)
+                    finished = constrained.finished
+                else:
+                    finished = finished[keep]
+                self_kv, _held = self._drop_done(step, keep, constant, self_kv, logits[:live])
+            tokens[:live, 0] = picked
+            step.bind_input("input_ids", tokens[:live])  # bound again: CUDA copies an input when it is bound
             for name, value in zip(self.self_past, self_kv, strict=True):
                 step.bind_ortvalue_input(name, value)
             for name in per_step:  # rebinding replaces last step's (one longer) present values

@@ -198,7 +198,7 @@ class ConstrainedBatch:
         self.work = np.empty((batch, grammar.size), dtype=np.float32)
         self.picked = np.empty(batch, dtype=np.int64)
         self.stacks = [grammar.start() for _ in range(batch)]
-        self.root_closed = [False] * batch
+        self.root_closed = np.zeros(batch, dtype=bool)
         self.finished = np.zeros(batch, dtype=bool)
         self.pending = [False] * batch  # separated models: the last id was a symbol
         if grammar.separated:
@@ -207,24 +207,36 @@ class ConstrainedBatch:
     @property
     def complete(self) -> bool:
         """Every row's tree is closed: from here the grammar allows EOS, then PAD, and nothing else."""
-        return all(self.root_closed)
+        return bool(self.root_closed.all())
+
+    def keep(self, rows: np.ndarray) -> None:
+        """Only these rows (a boolean mask) go on: the decoder has dropped the others from its batch."""
+        picked = rows.nonzero()[0].tolist()
+        self.stacks = [self.stacks[r] for r in picked]
+        self.pending = [self.pending[r] for r in picked]
+        self.root_closed, self.finished = self.root_closed[rows], self.finished[rows]
+        self.length_bias = self.length_bias[rows]
+        self.work, self.picked = self.work[: len(picked)], self.picked[: len(picked)]
+        if self.grammar.separated:
+            self.open_length_bias = self.open_length_bias[rows]
 
     def pick(self, scores: np.ndarray, steps_left: int, chosen: np.ndarray) -> None:
         """Write each row's best allowed next id (the decoder's ids) into ``chosen``; advance the stacks."""
         grammar, stacks, root_closed, finished = self.grammar, self.stacks, self.root_closed, self.finished
+        closed, ended = root_closed.tolist(), finished.tolist()  # list items read faster than array items
         if grammar.separated:
             # each symbol may cost two steps: budget the cap in symbols, as seen from the step after
             # a separator (so the state a separator leads to is the one judged here)
             states = [
                 grammar.separated_state(
-                    grammar.state(stacks[r], finished[r], root_closed[r], (steps_left - self.pending[r]) // 2),
+                    grammar.state(stacks[r], ended[r], closed[r], (steps_left - self.pending[r]) // 2),
                     self.pending[r],
                     self.open_length_bias[r],
                 )
                 for r in range(len(stacks))
             ]
         else:
-            states = [grammar.state(stacks[r], finished[r], root_closed[r], steps_left) for r in range(len(stacks))]
+            states = [grammar.state(stacks[r], ended[r], closed[r], steps_left) for r in range(len(stacks))]
         # ndarray methods, not the np.* wrappers: this runs every step (about 6 of a pick's 19 us went there)
         grammar.bias.take(states, axis=0, out=self.work)
         self.work += scores if self.columns is None else scores[:, self.columns]
@@ -232,7 +244,7 @@ class ConstrainedBatch:
         self.work.argmax(axis=1, out=self.picked)
         chosen[:] = self.picked if self.columns is None else self.columns[self.picked]
         for r, token in enumerate(self.picked.tolist()):
-            if finished[r]:
+            if ended[r]:
                 continue
             if grammar.separated:
                 self.pending[r] = grammar.kind[token] != SEPARATOR
