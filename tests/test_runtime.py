@@ -176,6 +176,39 @@ def _decode_random_logits(grammar, n_words, cap, seed, vocab_size, columns=None)
     return outputs
 
 
+@settings(max_examples=80, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n_words=st.lists(st.integers(1, 12), min_size=2, max_size=6),
+    cap=st.integers(6, 30),
+    separated=st.booleans(),
+    data=st.data(),
+)
+def test_rows_kept_after_a_drop_pick_what_they_would_have(seed, n_words, cap, separated, data):
+    """`ConstrainedBatch.keep` (rows leaving the decoder's batch) leaves the kept rows' states as they
+    were: fed the same logits rows, they pick the same ids as in the batch that kept everyone."""
+    spec = PointerSpec(
+        vocab=VOCAB, symbol_ids=tuple(range(10, 10 + len(VOCAB.symbols))), separator_id=5 if separated else None
+    )
+    grammar = Grammar(spec, spec.decoder_vocabulary())
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(scale=5.0, size=(cap, len(n_words), grammar.size)).astype(np.float32)
+    drop_at = data.draw(st.integers(1, cap - 1))
+    keep = np.array(data.draw(st.lists(st.booleans(), min_size=len(n_words), max_size=len(n_words))))
+    keep[data.draw(st.integers(0, len(n_words) - 1))] = True  # at least one row goes on
+    whole, part = ConstrainedBatch(grammar, n_words), ConstrainedBatch(grammar, n_words)
+    picked_whole, picked_part = np.empty(len(n_words), dtype=np.int64), np.empty(len(n_words), dtype=np.int64)
+    for t in range(cap):
+        if t == drop_at:
+            part.keep(keep)
+        rows = keep if t >= drop_at else np.ones(len(n_words), dtype=bool)
+        whole.pick(logits[t], cap - t, picked_whole)
+        part.pick(np.ascontiguousarray(logits[t][rows]), cap - t, picked_part[: rows.sum()])
+        assert picked_part[: rows.sum()].tolist() == picked_whole[rows].tolist()
+    assert part.finished.tolist() == whole.finished[keep].tolist()
+    assert part.root_closed.tolist() == whole.root_closed[keep].tolist()
+
+
 def _assert_pointer_runs(symbols: list[str], n_words: int) -> None:
     """The tree rules on pointers, checked on the symbols themselves: inside a slot they are
     consecutive word indices below the word count, and they appear nowhere else."""
