@@ -24,7 +24,9 @@ from mtop_edge.runtime.results import ParseResult
 # from memory at every decoder step, so larger slices share each read among more rows, but the
 # encoder's cost follows the padded tokens, which a large slice multiplies: wide models decode 32
 # rows at once and encode them in length-sorted groups of 8 (the mT5-small shape: 158 utt/s,
-# against 134 with 16-row slices and 124 with 32 encoded at once). CUDA keeps 16, not measured since.
+# against 134 with 16-row slices and 124 with 32 encoded at once). With done rows leaving the batch
+# (decoder.DROP_AT) 12 stays the best for small models (edge-tiny-h200: 439-509 utt/s, 16 rows 397-460,
+# 32 rows 348-434). CUDA keeps 16, not measured since.
 MAX_BATCH = {"cpu": 12, "cuda": 16}
 WIDE_MODEL_BATCH = 32  # CPU, d_model above 256
 WIDE_MODEL_ENCODER_ROWS = 8
