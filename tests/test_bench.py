@@ -58,6 +58,10 @@ def test_suite_runs_every_engine_on_a_trained_model(tiny_model, tmp_path):
     assert {"json", "markdown", "latency", "throughput"} <= set(result["files"])
     table = markdown(result)
     assert "| mtop-edge-int8 | 1 |" in table and "1.00x" in table
+    # batched throughput against each engine, as the ratio of the rows' own figures
+    at4 = {(r["engine"], r["variant"]): r["utterances_per_s"] for r in rows if r["batch_size"] == 4}
+    ratio = at4[("mtop-edge-int8", "")] / at4[("ctranslate2-int8", "vmap")]
+    assert f"| ctranslate2-int8 (vmap) | {ratio:.2f}x |" in table.split("Throughput of mtop-edge-int8")[1]
 
 
 def test_throughput_only_runs_report_no_exact_match(tiny_model, tmp_path):

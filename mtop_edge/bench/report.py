@@ -67,8 +67,9 @@ def markdown(result: dict) -> str:
             "size MB",
             "EM",
         ]
-        lines.append("| " + " | ".join(header) + " |")
-        lines.append("|" + "---|" * len(header))
+        if best:  # runs without batch 1 have no latency table
+            lines.append("| " + " | ".join(header) + " |")
+            lines.append("|" + "---|" * len(header))
         throughput = defaultdict(dict)
         for row in rows:
             if row["model"] == model:
@@ -92,6 +93,8 @@ def markdown(result: dict) -> str:
                 em,
             ]
             lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+        ratios = _throughput_ratios(throughput, batch_sizes)
+        lines.extend(ratios[1:] if ratios and not lines[-1] else ratios)  # one blank line before it
         lines.append("")
         lines.append("Every setting (p50 ms per batch / utterances per second):")
         lines.append("")
@@ -109,6 +112,27 @@ def markdown(result: dict) -> str:
             lines.append("| " + " | ".join([label, *values]) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _throughput_ratios(throughput: dict[str, dict[int, float]], batch_sizes) -> list[str]:
+    """A table of mtop-edge int8's utterances/s ÷ each other engine's, per batch size above 1 (best settings each)."""
+    batched = [b for b in batch_sizes if b > 1]
+    reference = next((label for label in (REFERENCE, f"{REFERENCE} (unconstrained)") if label in throughput), None)
+    if not batched or reference is None:
+        return []
+    ours = throughput[reference]
+    lines = [
+        "",
+        f"Throughput of {reference} ÷ each engine's (utterances/s, each at its best thread setting):",
+        "",
+        "| engine | " + " | ".join(f"b{b}" for b in batched) + " |",
+        "|" + "---|" * (len(batched) + 1),
+    ]
+    for label, values in sorted(throughput.items()):
+        if label != reference:
+            cells = [f"{ours[b] / values[b]:.2f}x" if values.get(b) and ours.get(b) else "-" for b in batched]
+            lines.append("| " + " | ".join([label, *cells]) + " |")
+    return lines
 
 
 def plots(result: dict, stem: Path) -> list[Path]:
