@@ -8,13 +8,18 @@ line; by default it is skipped and counted, under ``strict`` the first one raise
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mtop_edge.core import forms
 from mtop_edge.core.forms import Intent
-from mtop_edge.errors import DataError, FormError
+from mtop_edge.errors import DataError, FormError, InputError
+
+# small MTOP samples shipped in the package (CC BY-SA 4.0), for tests, parity checks and benchmarks
+SAMPLES = Path(__file__).resolve().parent / "samples"
+TRAIN_SAMPLE = SAMPLES / "train_sample.jsonl"
+EVAL_SAMPLE = SAMPLES / "eval_sample.jsonl"
 
 TSV_COLUMNS = ("id", "intent", "slots", "utterance", "domain", "locale", "decoupled_form", "tokens")
 FORMATS = ("jsonl", "tsv")
@@ -169,3 +174,18 @@ def read_examples(path: str | Path, *, strict: bool = False) -> list[Example]:
         detail = f" ({len(dataset.errors)} malformed, first: {dataset.errors[0]})" if dataset.errors else ""
         raise DataError(f"no usable rows{detail}", path)
     return dataset.examples
+
+
+def encodable(examples: Sequence[Example], encoder, limit: int | None = None) -> tuple[list[Example], list]:
+    """The first ``limit`` examples (all: None) whose utterance the model takes, and their sources
+    (``encoder``: a `core.source.SourceEncoder`); refused utterances are left out."""
+    kept, sources = [], []
+    for example in examples:
+        if limit is not None and len(kept) == limit:
+            break
+        try:
+            sources.append(encoder.prepare(example.utterance))
+        except InputError:
+            continue
+        kept.append(example)
+    return kept, sources

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from mtop_edge.core.forms import Intent, same_parse, slot_value_key
+from mtop_edge.core.source import Source
+from mtop_edge.core.spec import PointerSpec
 
 
 @dataclass(frozen=True)
@@ -77,3 +79,19 @@ def score(golds: Sequence[Intent], predictions: Sequence[Intent | Rejected | Non
         well_formed=well_formed / (n - rejected) if n > rejected else 0.0,
         input_errors=rejected,
     )
+
+
+def id_exact_matches(
+    spec: PointerSpec, outputs: Sequence[Sequence[int]], gold: Sequence[Intent], sources: Sequence[Source]
+) -> tuple[int, int]:
+    """(exact matches, well-formed outputs) of decoded target ids against gold trees.
+
+    ``outputs[i]`` holds the checkpoint's ids for ``sources[i]``, decoder start excluded (EOS and
+    what follows it are ignored); a sequence that is not a tree is a miss.
+    """
+    hits = well_formed = 0
+    for ids, tree, source in zip(outputs, gold, sources, strict=True):
+        predicted = spec.try_decode(ids, source.utterance, source.words)
+        well_formed += predicted is not None
+        hits += same_parse(predicted, tree)
+    return hits, well_formed

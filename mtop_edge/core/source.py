@@ -1,20 +1,28 @@
-"""Source formatting: utterance -> encoder input ids, the same at training and at inference.
+"""Source formatting: utterance -> encoder inputs, the same at training and at inference.
 
-Pieces come from sentencepiece directly (not a Hugging Face tokenizer), so the light runtime and
-the trainer produce identical ids by construction.
+A `SourceEncoder` splits an utterance into words (what pointers index) and hands them to a
+`Pieces` encoder, one per `SourceFormat`. The sentencepiece ones live here (pieces come from
+sentencepiece directly, not a Hugging Face tokenizer, so the light runtime and the trainer produce
+identical ids by construction); those that read a ``tokenizer.json`` live in ``mtop_edge.formats``,
+which also picks the encoder for a model directory (``formats.load_source``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import sentencepiece as spm
 
 from mtop_edge.core.pointer import Word, split_words
-from mtop_edge.core.spec import SP_MODEL_FILE, PointerSpec
+from mtop_edge.core.spec import PointerSpec, SourceFormat
 from mtop_edge.errors import InputError, ModelError
+
+WordSplitter = Callable[[str], list[Word]]
+WORD_INDEX = "word_index"  # the encoder input of word-piece models: each word's first-piece position, -1 past the last
 
 
 def load_sentencepiece(path: str | Path) -> spm.SentencePieceProcessor:
@@ -35,50 +43,59 @@ def marked_text(words: list[Word]) -> str:
     return " ".join(w.text for w in words)
 
 
+class Pieces(Protocol):
+    """Encodes an utterance's words: (input ids with the end token, each word's first-piece
+    position or None where the format does not record it)."""
+
+    vocab_size: int  # ids run from 0 to vocab_size - 1
+
+    def __call__(self, utterance: str, words: list[Word]) -> tuple[list[int], list[int] | None]: ...
+
+
+class SentencePieces:
+    """`SourceFormat.PIECES` and `SourceFormat.MARKERS`: sentencepiece, EOS appended."""
+
+    def __init__(self, processor: spm.SentencePieceProcessor, spec: PointerSpec) -> None:
+        self.processor = processor
+        self.markers = spec.markers
+        self.eos_id = spec.eos_id
+        self.pointer_ids = spec.pointer_ids
+        self.vocab_size = processor.get_piece_size()
+
+    def __call__(self, utterance: str, words: list[Word]) -> tuple[list[int], None]:
+        if self.markers:
+            ids: list[int] = []
+            # one encode call per word: sentencepiece's list form has a fixed cost per call (its batch
+            # machinery) that dwarfs a few short words (measured: 11 us per utterance against 105-170)
+            encode = self.processor.encode
+            for pointer_id, word in zip(self.pointer_ids, words, strict=False):
+                ids.append(pointer_id)
+                ids.extend(encode(word.text))
+        else:
+            ids = self.processor.encode(utterance[: words[-1].end])
+        ids.append(self.eos_id)
+        return ids, None
+
+
 @dataclass(frozen=True)
 class Source:
-    """An utterance ready for the encoder: its words (what pointers index), the input ids, and
-    whether words were cut so that it fits the model."""
+    """An utterance ready for the encoder: its words (what pointers index), the input ids, whether
+    words were cut so that it fits the model, and (word-piece models) each word's first-piece position."""
 
     utterance: str
     words: list[Word]
     ids: list[int]
     truncated: bool
+    word_starts: list[int] | None = None
 
 
 class SourceEncoder:
-    """Encodes utterances for a model described by a PointerSpec.
+    """Encodes utterances for a model described by a PointerSpec."""
 
-    ``tokenizer``: a Hugging Face ``tokenizers.Tokenizer`` for models whose spec names
-    ``tokenizer.json`` (checkpoints trained elsewhere, whose pre-tokenization sentencepiece alone
-    does not reproduce); None reads pieces from ``processor``.
-    """
-
-    def __init__(self, processor: spm.SentencePieceProcessor | None, spec: PointerSpec, tokenizer=None) -> None:
-        self.processor = processor
+    def __init__(self, spec: PointerSpec, pieces: Pieces, split: WordSplitter = split_words) -> None:
         self.spec = spec
-        self.tokenizer = tokenizer
-        self._pointer_ids = spec.pointer_ids
-        self._split = split_words
-        if spec.words != "mtop-edge":
-            from mtop_edge.formats import damp
-
-            if spec.words != damp.WORDS:
-                raise ModelError(f"unknown word splitter {spec.words!r} in the pointer spec")
-            self._split = damp.split_words
-
-    @classmethod
-    def load(cls, directory: str | Path, spec: PointerSpec) -> SourceEncoder:
-        """The encoder for a model or checkpoint directory: its sentencepiece model or its tokenizer.json."""
-        directory = Path(directory)
-        if spec.tokenizer == SP_MODEL_FILE:
-            return cls(load_sentencepiece(directory / SP_MODEL_FILE), spec)
-        from mtop_edge.formats.damp import load_tokenizer
-
-        path = directory / spec.tokenizer
-        if not path.is_file():
-            raise ModelError(f"{path}: missing tokenizer")
-        return cls(None, spec, tokenizer=load_tokenizer(path))
+        self.pieces = pieces
+        self.split = split
 
     def words(self, utterance: str, *, truncate: bool = False) -> tuple[list[Word], bool]:
         """The utterance's words, and whether they were cut to the number the model can point to.
@@ -86,7 +103,7 @@ class SourceEncoder:
         Raises:
             InputError: empty utterance, or more words than pointers without ``truncate``.
         """
-        words = self._split(utterance)
+        words = self.split(utterance)
         if not words:
             raise InputError("empty utterance: nothing to parse")
         limit = self.spec.vocab.max_pointers
@@ -109,12 +126,15 @@ class SourceEncoder:
             InputError: empty, or over either limit without ``truncate`` (the message says which).
         """
         words, truncated = self.words(utterance, truncate=truncate)
-        if not truncate:
-            return Source(utterance, words, self.encode(utterance, words), False)
         while True:
-            ids = self._ids(utterance, words)
+            ids, starts = self.pieces(utterance, words)
             if len(ids) <= self.spec.max_source_tokens:
-                return Source(utterance, words, ids, truncated)
+                return Source(utterance, words, ids, truncated, starts)
+            if not truncate:
+                raise InputError(
+                    f"utterance is {len(ids)} tokens long; the model takes at most {self.spec.max_source_tokens} "
+                    "(use --truncate to parse the first words that fit)"
+                )
             if len(words) == 1:
                 raise InputError(
                     f"the first word alone is {len(ids)} tokens long; the model takes at most "
@@ -122,40 +142,8 @@ class SourceEncoder:
                 )
             words, truncated = words[:-1], True
 
-    def encode(self, utterance: str, words: list[Word]) -> list[int]:
-        """Encoder input ids, EOS included.
 
-        Raises:
-            InputError: the ids exceed the model's source length.
-        """
-        ids = self._ids(utterance, words)
-        if len(ids) > self.spec.max_source_tokens:
-            raise InputError(
-                f"utterance is {len(ids)} tokens long; the model takes at most {self.spec.max_source_tokens} "
-                "(use --truncate to parse the first words that fit)"
-            )
-        return ids
-
-    def _ids(self, utterance: str, words: list[Word]) -> list[int]:
-        if self.tokenizer is not None:  # the words as the checkpoint was trained on them, spaced
-            ids = self.tokenizer.encode(self.spec.source_prefix + " ".join(w.text for w in words)).ids
-            return ids if ids and ids[-1] == self.spec.eos_id else [*ids, self.spec.eos_id]
-        if self.spec.markers:
-            ids: list[int] = []
-            # one encode call per word: sentencepiece's list form has a fixed cost per call (its batch
-            # machinery) that dwarfs a few short words (measured: 11 us per utterance against 105-170)
-            encode = self.processor.encode
-            for pointer_id, word in zip(self._pointer_ids, words, strict=False):
-                ids.append(pointer_id)
-                ids.extend(encode(word.text))
-        else:
-            end = words[-1].end
-            ids = self.processor.encode(utterance[:end])
-        ids.append(self.spec.eos_id)
-        return ids
-
-
-def pad_batch(sources: list[list[int]] | tuple, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+def pad_batch(sources: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
     """Input ids padded to the longest row with ``pad_id``, and the attention mask (int64 both)."""
     width = max(len(s) for s in sources)
     ids = np.full((len(sources), width), pad_id, dtype=np.int64)
@@ -164,3 +152,20 @@ def pad_batch(sources: list[list[int]] | tuple, pad_id: int) -> tuple[np.ndarray
         ids[row, : len(source)] = source
         mask[row, : len(source)] = 1
     return ids, mask
+
+
+def encoder_feed(
+    sources: Sequence[Sequence[int]], spec: PointerSpec, word_starts: Sequence[Sequence[int]] | None = None
+) -> dict[str, np.ndarray]:
+    """The encoder's inputs for a batch: padded ``input_ids`` and ``attention_mask``, and for
+    word-piece models ``word_index`` ([rows, max_pointers], -1 past each row's last word)."""
+    ids, mask = pad_batch(sources, spec.source_pad)
+    feed = {"input_ids": ids, "attention_mask": mask}
+    if spec.source_format is SourceFormat.WORD_PIECES:
+        if word_starts is None:
+            raise ValueError("a word-piece model's encoder needs each row's word starts")
+        index = np.full((len(sources), spec.vocab.max_pointers), -1, dtype=np.int64)
+        for row, starts in enumerate(word_starts):
+            index[row, : len(starts)] = starts
+        feed[WORD_INDEX] = index
+    return feed

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 
 from mtop_edge.core.forms import Intent
@@ -20,14 +21,26 @@ from mtop_edge.errors import FormError, ModelError
 FORMAT_VERSION = 1
 SPEC_FILE = "pointer.json"
 SP_MODEL_FILE = "spiece.model"
+TOKENIZER_FILE = "tokenizer.json"  # a Hugging Face fast tokenizer (the ``tokenizers`` library reads it)
+
+
+class SourceFormat(str, Enum):
+    """How an utterance's words become encoder ids (``core/source.py`` and ``formats/`` implement each)."""
+
+    PIECES = "pieces"  # sentencepiece over the utterance, EOS appended
+    MARKERS = "markers"  # sentencepiece, each word preceded by its pointer token: @ptr0 set @ptr1 an ...
+    SPACED = "spaced"  # tokenizer.json over ``source_prefix`` + the words joined by spaces (DAMP checkpoints)
+    WORD_PIECES = "word-pieces"  # tokenizer.json WordPiece: [CLS] each word's pieces [SEP]; words = first pieces
 
 
 @dataclass(frozen=True)
 class PointerSpec:
     """Target symbols and their model ids, special ids, and how the source is formatted.
 
-    ``markers``: each source word is preceded by its pointer token (``@ptr0 set @ptr1 an``), which
-    lets a model trained from scratch point by matching embeddings instead of counting words.
+    ``source_format`` says how words become encoder ids (`SourceFormat`): with ``markers`` each
+    word is preceded by its pointer token (``@ptr0 set @ptr1 an``), which lets a model trained from
+    scratch point by matching embeddings instead of counting words; with ``word-pieces`` (pretrained
+    BERT-family encoders) the encoder also takes each word's first-piece position.
 
     Checkpoints trained elsewhere (the DAMP format, see ``formats/damp.py``) differ in four ways,
     each recorded here: ``words`` names the word splitter (``mtop-edge`` or ``damp``), ``tokenizer``
@@ -35,6 +48,8 @@ class PointerSpec:
     pre-tokenization differs from plain sentencepiece), ``source_prefix`` is put before the words,
     and ``separator_id`` (the piece of a space, ``▁``) sits before every target symbol but the first,
     except ``]`` when its own piece carries the space (``▁]``; else ``close_needs_separator``).
+    ``source_pad_id`` pads encoder inputs when the source vocabulary is not the target's (None:
+    ``pad_id``, as in T5, whose source and target share one vocabulary).
     """
 
     vocab: TargetVocab
@@ -43,7 +58,7 @@ class PointerSpec:
     eos_id: int = 1
     unk_id: int = 2
     decoder_start_id: int = 0
-    markers: bool = False
+    source_format: SourceFormat = SourceFormat.PIECES
     max_source_tokens: int = 256
     max_target_tokens: int = 64
     words: str = "mtop-edge"
@@ -51,6 +66,7 @@ class PointerSpec:
     source_prefix: str = ""
     separator_id: int | None = None
     close_needs_separator: bool = False
+    source_pad_id: int | None = None
     symbols: tuple[str, ...] = field(init=False, repr=False, compare=False)
     _symbol_of_id: dict[int, str] = field(init=False, repr=False, compare=False)
     _id_of_symbol: dict[str, int] = field(init=False, repr=False, compare=False)
@@ -62,6 +78,17 @@ class PointerSpec:
         object.__setattr__(self, "symbols", symbols)
         object.__setattr__(self, "_symbol_of_id", dict(zip(self.symbol_ids, symbols, strict=True)))
         object.__setattr__(self, "_id_of_symbol", dict(zip(symbols, self.symbol_ids, strict=True)))
+        object.__setattr__(self, "source_format", SourceFormat(self.source_format))
+
+    @property
+    def markers(self) -> bool:
+        """Each source word is preceded by its pointer token (`SourceFormat.MARKERS`)."""
+        return self.source_format is SourceFormat.MARKERS
+
+    @property
+    def source_pad(self) -> int:
+        """The id that pads encoder inputs."""
+        return self.pad_id if self.source_pad_id is None else self.source_pad_id
 
     @property
     def pointer_ids(self) -> tuple[int, ...]:
@@ -115,7 +142,7 @@ class PointerSpec:
             "eos_id": self.eos_id,
             "unk_id": self.unk_id,
             "decoder_start_id": self.decoder_start_id,
-            "markers": self.markers,
+            "source_format": self.source_format.value,
             "max_source_tokens": self.max_source_tokens,
             "max_target_tokens": self.max_target_tokens,
             "words": self.words,
@@ -123,6 +150,7 @@ class PointerSpec:
             "source_prefix": self.source_prefix,
             "separator_id": self.separator_id,
             "close_needs_separator": self.close_needs_separator,
+            "source_pad_id": self.source_pad_id,
         }
 
     @classmethod
@@ -137,7 +165,7 @@ class PointerSpec:
             eos_id=int(data["eos_id"]),
             unk_id=int(data["unk_id"]),
             decoder_start_id=int(data["decoder_start_id"]),
-            markers=bool(data["markers"]),
+            source_format=_source_format(data),
             max_source_tokens=int(data["max_source_tokens"]),
             max_target_tokens=int(data["max_target_tokens"]),
             words=str(data.get("words", "mtop-edge")),
@@ -145,6 +173,7 @@ class PointerSpec:
             source_prefix=str(data.get("source_prefix", "")),
             separator_id=None if data.get("separator_id") is None else int(data["separator_id"]),
             close_needs_separator=bool(data.get("close_needs_separator", False)),
+            source_pad_id=None if data.get("source_pad_id") is None else int(data["source_pad_id"]),
         )
 
     def save(self, directory: str | Path) -> Path:
@@ -166,3 +195,12 @@ class PointerSpec:
             raise ModelError(f"{path}: missing (is this a checkpoint written by `mtop-edge train`?)") from None
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ModelError(f"{path}: corrupt pointer spec ({type(exc).__name__}: {exc})") from None
+
+
+def _source_format(data: dict) -> SourceFormat:
+    """The spec's source format; specs written before it existed say ``markers`` and name a tokenizer."""
+    if "source_format" in data:
+        return SourceFormat(data["source_format"])
+    if data.get("tokenizer", SP_MODEL_FILE) != SP_MODEL_FILE:
+        return SourceFormat.SPACED
+    return SourceFormat.MARKERS if data.get("markers") else SourceFormat.PIECES

@@ -9,10 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from mtop_edge.core.forms import CLOSE, Intent
 from mtop_edge.core.pointer import pointer_token, split_words
-from mtop_edge.data import Example
+
+
+class Labelled(Protocol):
+    """A row with an utterance and its gold tree (``data.Example`` is one)."""
+
+    utterance: str
+    tree: Intent
 
 
 @dataclass(frozen=True)
@@ -41,7 +48,7 @@ class TargetVocab:
         ]
 
     @classmethod
-    def from_examples(cls, examples: Iterable[Example], *, min_pointers: int = 0) -> TargetVocab:
+    def from_examples(cls, examples: Iterable[Labelled], *, min_pointers: int = 0) -> TargetVocab:
         """Collect labels and pairs; pointers cover the longest utterance (and ``min_pointers``)."""
         intents: set[str] = set()
         slots: set[str] = set()

@@ -22,13 +22,13 @@ from pathlib import Path
 
 from mtop_edge.core.forms import CLOSE, serialize
 from mtop_edge.core.pointer import Word
-from mtop_edge.core.spec import PointerSpec
+from mtop_edge.core.spec import TOKENIZER_FILE, PointerSpec, SourceFormat
 from mtop_edge.core.vocab import TargetVocab
 from mtop_edge.data import Example
 from mtop_edge.errors import ModelError
+from mtop_edge.formats.tokenizer_json import load_tokenizer
 
 WORDS = "damp"
-TOKENIZER_FILE = "tokenizer.json"
 POINTER = re.compile(r"<pt-(\d+)>")
 MAX_SOURCE_TOKENS = 1024  # run_parsing.py's max_source_length
 MAX_TARGET_TOKENS = 128  # run_parsing.py's max_target_length
@@ -70,14 +70,17 @@ def is_damp_checkpoint(directory: Path) -> bool:
     return any(isinstance(t, dict) and t.get("content") == "<pt-0>" for t in added)
 
 
-def load_tokenizer(path: Path):
-    """The checkpoint's Hugging Face fast tokenizer (the ``tokenizers`` library: no transformers)."""
-    from tokenizers import Tokenizer
+class SpacedPieces:
+    """`SourceFormat.SPACED`: the checkpoint's tokenizer over ``source_prefix`` + the words joined by
+    spaces (the words as the checkpoint was trained on them), EOS ensured."""
 
-    try:
-        return Tokenizer.from_file(str(path))
-    except Exception as exc:  # the Rust library raises a plain Exception for every parse error
-        raise ModelError(f"{path}: corrupt tokenizer ({str(exc).splitlines()[0] if str(exc) else exc})") from None
+    def __init__(self, tokenizer, spec: PointerSpec) -> None:
+        self.tokenizer, self.prefix, self.eos_id = tokenizer, spec.source_prefix, spec.eos_id
+        self.vocab_size = tokenizer.get_vocab_size()
+
+    def __call__(self, utterance: str, words: list[Word]) -> tuple[list[int], None]:
+        ids = self.tokenizer.encode(self.prefix + " ".join(w.text for w in words)).ids
+        return (ids if ids and ids[-1] == self.eos_id else [*ids, self.eos_id]), None
 
 
 def derive_spec(directory: Path) -> PointerSpec:
@@ -117,7 +120,7 @@ def derive_spec(directory: Path) -> PointerSpec:
         eos_id=int(config.get("eos_token_id", 1)),
         unk_id=tokenizer.token_to_id("<unk>") if tokenizer.token_to_id("<unk>") is not None else 2,
         decoder_start_id=int(config.get("decoder_start_token_id", pad)),
-        markers=False,
+        source_format=SourceFormat.SPACED,
         max_source_tokens=MAX_SOURCE_TOKENS,
         max_target_tokens=MAX_TARGET_TOKENS,
         words=WORDS,
