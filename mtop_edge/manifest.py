@@ -1,7 +1,7 @@
 """The exported model directory: fixed file names plus ``manifest.json``, the runtime's contract.
 
-Written by `mtop-edge export`, read by the runtime. Graph names follow optimum's scheme so that
-optimum can load our exports as a cross-check.
+Written by `mtop-edge export`, read by the runtime. Which graphs it holds and how they are fed is
+``layout.py``'s to say; the manifest records the layout.
 """
 
 from __future__ import annotations
@@ -10,30 +10,64 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from mtop_edge.core.spec import PointerSpec
+from mtop_edge.core.source import WORD_INDEX
+from mtop_edge.core.spec import PointerSpec, SourceFormat
 from mtop_edge.errors import ModelError
+from mtop_edge.layout import ATTENTION_MASK, INPUT_IDS, PLANS, DecoderLayout, GraphPlan, layout_of, past_names
 
 MANIFEST_FILE = "manifest.json"
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "models" / "default"  # the embedded model (package data)
+MODELS_DIR = Path(__file__).resolve().parent / "models"  # the embedded models, one directory each (package data)
+DEFAULT_MODEL = "edge-pointer"  # what `mtop-edge parse` uses without --model
+DEFAULT_MODEL_DIR = MODELS_DIR / DEFAULT_MODEL
 MANIFEST_VERSION = 1
-ENCODER = "encoder_model.onnx"
-DECODER = "decoder_model.onnx"
-DECODER_WITH_PAST = "decoder_with_past_model.onnx"
-DECODER_MERGED = "decoder_model_merged.onnx"
 WEIGHTS_FILE = "weights.bin"  # written by export/shared_weights.py when weights are stored once
-# a pointer-head model's encoder outputs these and both decoders take them (export/pointer_head.py)
-POINTER_MEMORY = "pointer_memory"
-POINTER_BIAS = "pointer_bias"
 
 
-def record_evaluation(directory: str | Path, name: str, figures: dict) -> None:
-    """Store evaluation figures in a model directory's manifest under ``evaluation[name]`` (atomic replace)."""
+def write_manifest(directory: str | Path, raw: dict) -> Manifest:
+    """Write ``manifest.json`` (atomic replace) and read it back as the runtime will: what is written
+    must load.
+
+    Raises:
+        ModelError: the manifest does not describe a loadable model directory (names what is wrong).
+    """
     path = Path(directory) / MANIFEST_FILE
-    raw = Manifest.load(directory).raw
-    raw.setdefault("evaluation", {})[name] = figures
     scratch = path.with_suffix(".json.tmp")
     scratch.write_text(json.dumps(raw, indent=1) + "\n")
     scratch.replace(path)
+    return Manifest.load(directory)
+
+
+def record_evaluation(directory: str | Path, name: str, figures: dict) -> None:
+    """Store evaluation figures in a model directory's manifest under ``evaluation[name]``."""
+    raw = Manifest.load(directory).raw
+    raw.setdefault("evaluation", {})[name] = figures
+    write_manifest(directory, raw)
+
+
+def embedded_models() -> list[str]:
+    """The names of the models this installation embeds (each ``models/NAME/``), the default first."""
+    names = sorted(p.parent.name for p in MODELS_DIR.glob(f"*/{MANIFEST_FILE}"))
+    return sorted(names, key=lambda name: name != DEFAULT_MODEL)
+
+
+def resolve_model_dir(model: str | Path | None) -> Path:
+    """A model directory from what a user names: a directory, the name of an embedded model, or
+    None for the default.
+
+    Raises:
+        ModelError: neither a directory nor an embedded model's name (the valid names are listed).
+    """
+    if model is None:
+        if not (DEFAULT_MODEL_DIR / MANIFEST_FILE).is_file():
+            raise ModelError(
+                f"no default model is embedded in this installation ({DEFAULT_MODEL_DIR} is empty); "
+                "pass --model DIR with a directory written by `mtop-edge export`"
+            )
+        return DEFAULT_MODEL_DIR
+    path = Path(model)
+    if path.is_dir() or str(model) not in embedded_models():
+        return path  # Manifest.load names what is wrong with a path, and lists the embedded names
+    return MODELS_DIR / str(model)
 
 
 def model_id(raw: dict) -> str:
@@ -61,7 +95,7 @@ class Architecture:
         prefix: ``past_key_values`` (inputs) or ``present`` (outputs); part: ``decoder`` (self
         attention) or ``encoder`` (cross attention).
         """
-        return [f"{prefix}.{i}.{part}.{kind}" for i in range(self.num_decoder_layers) for kind in ("key", "value")]
+        return past_names(prefix, part, self.num_decoder_layers)
 
 
 @dataclass(frozen=True)
@@ -75,7 +109,7 @@ class Manifest:
     decoder_ids: tuple[int, ...] | None
     encoder_ids: tuple[int, ...] | None
     quantization: str
-    merged: bool
+    layout: DecoderLayout
     raw: dict
 
     @property
@@ -84,23 +118,20 @@ class Manifest:
         return model_id(self.raw)
 
     @property
-    def pointer_inputs(self) -> list[str]:
-        """Encoder outputs the decoders also take: the pointer memory of a pointer-head model, else none."""
-        return [POINTER_MEMORY, POINTER_BIAS] if self.raw.get("pointer_head") else []
+    def plan(self) -> GraphPlan:
+        """The decoder calls of this export's layout."""
+        return PLANS[self.layout]
 
     @property
-    def encoder_cross_kv(self) -> bool:
-        """The encoder returns the cross-attention keys/values; the with-past decoder runs every step."""
-        return bool(self.raw.get("encoder_cross_kv"))
+    def encoder_inputs(self) -> list[str]:
+        """What the encoder graph takes (`core.source.encoder_feed` builds them)."""
+        extra = [WORD_INDEX] if self.spec.source_format is SourceFormat.WORD_PIECES else []
+        return [INPUT_IDS, ATTENTION_MASK, *extra]
 
     @property
     def files(self) -> list[str]:
-        if self.merged:
-            graphs = [ENCODER, DECODER_MERGED]
-        else:
-            graphs = [ENCODER, DECODER_WITH_PAST] if self.encoder_cross_kv else [ENCODER, DECODER, DECODER_WITH_PAST]
         shared = [WEIGHTS_FILE] if self.raw.get("shared_weights") else []
-        return [*graphs, *shared, self.spec.tokenizer]
+        return [*self.plan.files, *shared, self.spec.tokenizer]
 
     @classmethod
     def load(cls, directory: str | Path) -> Manifest:
@@ -112,7 +143,8 @@ class Manifest:
         directory = Path(directory)
         path = directory / MANIFEST_FILE
         if not directory.is_dir():
-            raise ModelError(f"{directory}: model directory not found")
+            names = ", ".join(embedded_models()) or "none"
+            raise ModelError(f"{directory}: model directory not found (embedded models: {names})")
         try:
             raw = json.loads(path.read_text())
         except FileNotFoundError:
@@ -134,7 +166,7 @@ class Manifest:
                 decoder_ids=None if raw.get("decoder_ids") is None else tuple(raw["decoder_ids"]),
                 encoder_ids=None if raw.get("encoder_ids") is None else tuple(raw["encoder_ids"]),
                 quantization=raw["quantization"],
-                merged=bool(raw["merged"]),
+                layout=layout_of(raw),
                 raw=raw,
             )
         except ModelError:

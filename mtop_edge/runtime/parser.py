@@ -7,26 +7,23 @@ from pathlib import Path
 
 import numpy as np
 
+from mtop_edge.choices import Constraints
 from mtop_edge.core.forms import Intent
 from mtop_edge.core.pointer import Word
-from mtop_edge.core.source import SourceEncoder, pad_batch
-from mtop_edge.errors import FormError, InputError, ModelError
-from mtop_edge.manifest import DEFAULT_MODEL_DIR, Manifest
+from mtop_edge.core.source import Source, encoder_feed
+from mtop_edge.errors import FormError, InputError
+from mtop_edge.formats import load_source
+from mtop_edge.manifest import Manifest, resolve_model_dir
 from mtop_edge.metrics import Rejected
 from mtop_edge.runtime.decoder import Decoded, GreedyDecoder
 from mtop_edge.runtime.grammar import Grammar
 from mtop_edge.runtime.results import ParseResult
+from mtop_edge.runtime.sessions import SessionFactory, ThreadPool
 
-# rows decoded at once (see Parser.decode_ids). On the CPU, small models' weights stay in the cache
-# and 12-row slices keep a slice's activations there too (32-row calls, 1 thread: edge-pointer
-# 745-751 utt/s against 637-677 with 16 rows and 724-737 with 8; edge-tiny-h200 422-429 against
-# 348-349 and 417-422; 32-row slices: 592 and 370). A model as wide as mT5-small reads its weights
-# from memory at every decoder step, so larger slices share each read among more rows, but the
-# encoder's cost follows the padded tokens, which a large slice multiplies: wide models decode 32
-# rows at once and encode them in length-sorted groups of 8 (the mT5-small shape: 158 utt/s,
-# against 134 with 16-row slices and 124 with 32 encoded at once). With done rows leaving the batch
-# (decoder.DROP_AT) 12 stays the best for small models (edge-tiny-h200: 439-509 utt/s, 16 rows 397-460,
-# 32 rows 348-434). CUDA keeps 16, not measured since.
+# rows decoded at once (see Parser.decode_ids): small models' weights and a slice's activations stay
+# in the CPU cache; a model as wide as mT5-small reads its weights from memory at every step, so it
+# decodes larger slices and encodes them in length-sorted groups (runtime/encoding.py). Chosen by
+# measurement: benchmarks/README.md, "Slices" and "Rows that are done leave the batch".
 MAX_BATCH = {"cpu": 12, "cuda": 16}
 WIDE_MODEL_BATCH = 32  # CPU, d_model above 256
 WIDE_MODEL_ENCODER_ROWS = 8
@@ -52,12 +49,7 @@ def default_model_dir() -> Path:
     Raises:
         ModelError: this installation has no embedded model.
     """
-    if not (DEFAULT_MODEL_DIR / "manifest.json").is_file():
-        raise ModelError(
-            f"no default model is embedded in this installation ({DEFAULT_MODEL_DIR} is empty); "
-            "pass --model DIR with a directory written by `mtop-edge export`"
-        )
-    return DEFAULT_MODEL_DIR
+    return resolve_model_dir(None)
 
 
 class Parser:
@@ -72,8 +64,7 @@ class Parser:
         manifest: Manifest,
         decoder: GreedyDecoder,
         *,
-        constrain: bool = True,
-        label_pairs: bool = True,
+        constraints: Constraints | str = Constraints.PAIRS,
         max_steps: int | None = None,
         max_batch: int | None = None,
     ) -> None:
@@ -83,16 +74,20 @@ class Parser:
         self.manifest = manifest
         self.spec = manifest.spec
         self.decoder = decoder
-        self.source = SourceEncoder.load(manifest.directory, self.spec)
+        self.source = load_source(manifest.directory, self.spec)
         # the grammar works over the trimmed decoder's ids, or over the target columns of an untrimmed one
         columns = manifest.decoder_ids or self.spec.decoder_vocabulary()
-        self.grammar = Grammar(self.spec, columns, use_pairs=label_pairs) if constrain else None
+        self.constraints = Constraints(constraints)
+        use_pairs = self.constraints is Constraints.PAIRS
+        self.grammar = (
+            None if self.constraints is Constraints.NONE else Grammar(self.spec, columns, use_pairs=use_pairs)
+        )
         self.max_steps = max_steps or self.spec.max_target_tokens
         self._original = None if manifest.decoder_ids is None else np.asarray(manifest.decoder_ids, dtype=np.int64)
         self._encoder_map = None
         if manifest.encoder_ids is not None:  # the encoder vocabulary was trimmed: map ids, unseen -> <unk>
             kept = {original: i for i, original in enumerate(manifest.encoder_ids)}
-            size = max(self.source.processor.get_piece_size(), max(self.spec.symbol_ids) + 1)
+            size = max(self.source.pieces.vocab_size, max(self.spec.symbol_ids) + 1)
             self._encoder_map = np.array([kept.get(i, kept[self.spec.unk_id]) for i in range(size)], dtype=np.int64)
 
     @classmethod
@@ -102,33 +97,26 @@ class Parser:
         *,
         device: str = "cpu",
         threads: int | None = None,
-        constrain: bool = True,
-        label_pairs: bool = True,
+        pool: ThreadPool | None = None,
+        constraints: Constraints | str = Constraints.PAIRS,
         max_steps: int | None = None,
         max_batch: int | None = None,
-        optimization: str = "all",
     ) -> Parser:
-        """Load an exported model directory (default: the embedded model).
+        """Load an exported model directory, or an embedded model by name (default: the embedded default).
 
-        ``constrain`` allows only well-formed trees; ``label_pairs`` further allows only the
-        intent/slot pairs seen in training (when the manifest records them). ``max_batch`` bounds
-        the rows decoded at once (default: `default_max_batch`; see `decode_ids`).
+        ``constraints``: `Constraints` (pairs: well-formed trees with the intent/slot pairs seen in
+        training; tree: any well-formed tree; none). ``pool``: what `share_thread_pool` returned, in
+        a process that made one. ``max_batch`` bounds the rows decoded at once (default:
+        `default_max_batch`; see `decode_ids`).
 
         Raises:
             ModelError: missing or corrupt model files (named).
             DeviceError: the device cannot be used.
         """
-        manifest = Manifest.load(model_dir if model_dir is not None else default_model_dir())
-        decoder = GreedyDecoder(
-            manifest,
-            device=device,
-            threads=threads,
-            optimization=optimization,
-            encoder_rows=default_encoder_rows(manifest, device),
-        )
-        return cls(
-            manifest, decoder, constrain=constrain, label_pairs=label_pairs, max_steps=max_steps, max_batch=max_batch
-        )
+        manifest = Manifest.load(resolve_model_dir(model_dir))
+        sessions = SessionFactory(device, threads=threads, pool=pool)
+        decoder = GreedyDecoder(manifest, sessions, encoder_rows=default_encoder_rows(manifest, device))
+        return cls(manifest, decoder, constraints=constraints, max_steps=max_steps, max_batch=max_batch)
 
     def parse(self, utterance: str, *, truncate: bool = False) -> ParseResult:
         """Parse one utterance.
@@ -163,11 +151,7 @@ class Parser:
                 if strict:
                     raise
                 results[i] = ParseResult(utterance, None, error=str(exc), rejected=True)
-        decoded = self.decode_ids(
-            [source.ids for _, _, source in prepared],
-            [len(source.words) for _, _, source in prepared],
-            batch_size=batch_size,
-        )
+        decoded = self.decode_sources([source for _, _, source in prepared], batch_size=batch_size)
         for (i, utterance, source), ids, ended in zip(prepared, decoded.ids, decoded.ended, strict=True):
             results[i] = self._result(utterance, source.words, source.truncated, ids, ended)
         return results
@@ -176,42 +160,48 @@ class Parser:
         """What `evaluate` scores: the tree, None for a malformed output, Rejected for a refused input."""
         return [Rejected(r.error) if r.rejected else r.tree for r in self.parse_batch(utterances, strict=False)]
 
+    def decode_sources(self, sources: Sequence[Source], *, batch_size: int | None = None) -> Decoded:
+        """Greedy decoding of prepared sources (`source.prepare`); see `decode_ids`."""
+        starts = [s.word_starts for s in sources] if sources and sources[0].word_starts is not None else None
+        return self.decode_ids([s.ids for s in sources], [len(s.words) for s in sources], starts, batch_size=batch_size)
+
     def decode_ids(
         self,
         sources: Sequence[Sequence[int]],
         n_words: Sequence[int],
+        word_starts: Sequence[Sequence[int]] | None = None,
         *,
         forced_steps: int | None = None,
         batch_size: int | None = None,
     ) -> Decoded:
         """Greedy decoding of encoded sources; ids are the exported decoder's, in the input order.
 
-        More than ``batch_size`` rows (default ``max_batch``) are sorted by length and decoded in
-        slices of that size: little padding, and memory bounded by the slice, not the input
-        (measured on edge-tiny-h200, 128 rows at once: 16-row slices gave 255 utterances/s and
-        123 MB peak, one 128-row batch 136/s and 495 MB; benchmarks/README.md).
+        ``word_starts``: each row's first-piece positions (word-piece models only). More than
+        ``batch_size`` rows (default ``max_batch``) are sorted by length and decoded in slices of
+        that size: little padding, and memory bounded by the slice, not the input.
         """
         size = batch_size or self.max_batch
         if not sources:
             return Decoded([], [])
         if len(sources) <= size:
-            return self._decode(sources, n_words, forced_steps)
+            return self._decode(sources, n_words, word_starts, forced_steps)
         order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
         ids: list[list[int]] = [[] for _ in sources]
         ended = [False] * len(sources)
         for start in range(0, len(order), size):
             rows = order[start : start + size]
-            part = self._decode([sources[i] for i in rows], [n_words[i] for i in rows], forced_steps)
+            starts = None if word_starts is None else [word_starts[i] for i in rows]
+            part = self._decode([sources[i] for i in rows], [n_words[i] for i in rows], starts, forced_steps)
             for i, row_ids, row_ended in zip(rows, part.ids, part.ended, strict=True):
                 ids[i], ended[i] = row_ids, row_ended
         return Decoded(ids, ended)
 
-    def _decode(self, sources: Sequence[Sequence[int]], n_words: Sequence[int], forced_steps: int | None) -> Decoded:
-        ids, mask = pad_batch(sources, self.spec.pad_id)
+    def _decode(self, sources, n_words, word_starts, forced_steps: int | None) -> Decoded:
+        feed = encoder_feed(sources, self.spec, word_starts)
         if self._encoder_map is not None:
-            ids = self._encoder_map[ids]
+            feed["input_ids"] = self._encoder_map[feed["input_ids"]]
         return self.decoder.decode(
-            ids, mask, max_steps=self.max_steps, grammar=self.grammar, n_words=n_words, forced_steps=forced_steps
+            feed, max_steps=self.max_steps, grammar=self.grammar, n_words=n_words, forced_steps=forced_steps
         )
 
     def original_ids(self, exported: Sequence[int]) -> list[int]:
