@@ -24,7 +24,7 @@ from torch import nn
 from transformers import MT5Config, MT5ForConditionalGeneration
 from transformers.modeling_outputs import Seq2SeqLMOutput
 
-POINTER_MASK = 1e4  # subtracted from the scores of words the utterance does not have
+from mtop_edge.modeling.pointing import POINTER_MASK, masked_loss, span_loss
 
 
 def pointer_memory(input_ids: torch.Tensor, hidden: torch.Tensor, start: int, count: int):
@@ -40,22 +40,6 @@ def absent_pointer_bias(input_ids: torch.Tensor, start: int, count: int) -> torc
     """0 / -POINTER_MASK per pointer ([B, P]): whether the row has a word there (its marker)."""
     markers = torch.arange(start, start + count, device=input_ids.device)
     return ((input_ids.unsqueeze(-1) == markers).any(1).float() - 1.0) * POINTER_MASK
-
-
-def masked_loss(logits: torch.Tensor, labels: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
-    """Cross-entropy, label-smoothed over the columns a row can emit: masked pointers of absent
-    words get no share (the Trainer's smoother would give them one, and report a loss near 1e4 x
-    that share)."""
-    logp = logits.float().log_softmax(-1).flatten(0, 1)
-    labels = labels.flatten()
-    kept = labels != -100
-    logp, labels = logp[kept], labels[kept]
-    nll = -logp.gather(1, labels.unsqueeze(1)).squeeze(1)
-    if not smoothing:
-        return nll.mean()
-    open_columns = logp > -POINTER_MASK / 2
-    uniform = -(logp * open_columns).sum(-1) / open_columns.sum(-1)
-    return ((1 - smoothing) * nll + smoothing * uniform).mean()
 
 
 def feed_back(ids: torch.Tensor, embeddings: torch.Tensor, memory: torch.Tensor, start: int) -> torch.Tensor:
@@ -126,33 +110,8 @@ class PointerHeadT5(MT5ForConditionalGeneration):
         logits = self.step_logits(decoder_input_ids, hidden, attention_mask, memory, bias)
         loss = None if labels is None else self.loss(logits, labels)
         if loss is not None and hasattr(self, "pointer_span_tags"):
-            tags = self.word_tags(labels, bias)
-            scores = self.pointer_span_tags(memory).float()
-            span = nn.functional.cross_entropy(scores.flatten(0, 1), tags.flatten(), ignore_index=-100)
-            loss = loss + self.config.span_loss * span
+            loss = loss + self.config.span_loss * span_loss(self.pointer_span_tags(memory), labels, bias, self.config)
         return Seq2SeqLMOutput(loss=loss, logits=logits)
-
-    def word_tags(self, labels: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        """Per row and word ([B, P]): 1 + the index of the innermost slot label covering the word in
-        the target, 0 for a word no slot covers, -100 for absent words (no marker)."""
-        start, count = self.pointer_span
-        config = self.config
-        slot_class = {label: k + 1 for k, label in enumerate(config.span_slot_ids)}
-        intents, close = set(config.span_intent_ids), config.span_close_id
-        tags = torch.where(bias == 0, 0, -100).long()
-        rows = tags.tolist()
-        for row, target in zip(rows, labels.tolist(), strict=True):
-            open_labels: list[int] = []  # slot classes, 0 for an intent
-            for token in target:
-                if token in slot_class:
-                    open_labels.append(slot_class[token])
-                elif token in intents:
-                    open_labels.append(0)
-                elif token == close and open_labels:
-                    open_labels.pop()
-                elif start <= token < start + count and row[token - start] != -100:
-                    row[token - start] = next((c for c in reversed(open_labels) if c), 0)
-        return torch.tensor(rows, device=labels.device)
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Cross-entropy label-smoothed by ``config.pointer_label_smoothing`` (see ``masked_loss``)."""
