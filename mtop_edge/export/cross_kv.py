@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from mtop_edge.errors import ModelError
-from mtop_edge.manifest import DECODER, ENCODER
+from mtop_edge.layout import DECODER, ENCODER
 
 
 def cross_present_names(decoder) -> list[str]:

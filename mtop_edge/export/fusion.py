@@ -2,8 +2,8 @@
 
 onnxruntime's transformer optimizer (model type t5) turns each attention block into one
 ``Attention`` (encoder) or ``MultiHeadAttention`` (decoder, past/present in the node) and fuses the
-RMS norms with their residual adds and the tanh GELU. Two things keep its output off the CPU, and
-this module handles both:
+RMS norms with their residual adds and the tanh GELU. Four things keep its output off the CPU or
+slow there, and this module handles each:
 
 - its decoder fusion recognises onnxruntime's own past/present names (``past_key_self_0``, ...),
   not optimum's (``past_key_values.0.decoder.key``, ...): names are mapped before and restored after,
@@ -32,7 +32,7 @@ import numpy as np
 from mtop_edge.errors import ModelError
 from mtop_edge.export.graphs import KEEP_FP32 as POSITION_BIAS
 from mtop_edge.export.graphs import quiet
-from mtop_edge.manifest import ENCODER
+from mtop_edge.layout import ENCODER
 
 OPTIMUM_PAST = re.compile(r"^(past_key_values|present)\.(\d+)\.(decoder|encoder)\.(key|value)$")
 FUSED_OPS = ("Attention", "MultiHeadAttention", "SkipSimplifiedLayerNormalization", "FastGelu")
@@ -332,8 +332,7 @@ def fuse_graphs(directory: Path, config, files: list[str], *, pack: bool = True)
     ``pack`` joins the decoder's parallel MatMuls (`pack_parallel_matmuls`): exact in fp32 and with
     per-channel int8 scales; one per-tensor scale over joined weights would change the quantized
     numbers. The encoder's stay apart: it runs on many rows at once, where the Split's copies cost
-    more than the nodes saved (edge-tiny-h200, 32-row calls: 380-432 utt/s packed, 402-441 not;
-    batch 1 level).
+    more than the nodes saved (measured: benchmarks/README.md, "Fusion").
     """
     settings = {
         "num_heads": config.num_heads,

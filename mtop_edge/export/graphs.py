@@ -7,10 +7,11 @@ import io
 import logging
 import shutil
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
-from mtop_edge.export.options import ExportOptions
-from mtop_edge.manifest import DECODER, DECODER_MERGED, DECODER_WITH_PAST, ENCODER
+from mtop_edge.export.options import Quantization
+from mtop_edge.layout import DECODER, DECODER_MERGED, DECODER_WITH_PAST, ENCODER
 
 # T5's feed-forward output and its RMS norms overflow in fp16 (activations pass 65504); keep them fp32.
 # The RMS norms' math ops are kept (their epsilon Add too: the mean of squares overflows first), and the
@@ -94,29 +95,43 @@ def quantize_int4(source: Path, target: Path) -> int:
     return sum(node.op_type == "MatMulNBits" for node in quantized.graph.node)
 
 
-def quantize_int8(
-    source: Path, target: Path, files: list[str], options: ExportOptions, int4_files: tuple[str, ...] = ()
-) -> dict:
-    """Dynamic int8 quantization of weight MatMuls (and embedding Gathers if asked); the graphs named
-    in ``int4_files`` get 4-bit MatMulNBits weights first (their Gathers are still int8).
+def t5_int8_ops(file: str, embeddings: bool) -> tuple[str, ...]:
+    """What int8 quantizes in a T5 kind's graphs: weight MatMuls, and embedding Gathers if asked.
 
-    uint8 weights (the default) stay accurate on AVX2-only CPUs, where signed int8 weights
-    saturate in the u8 x s8 multiply without VNNI; EnableSubgraph reaches into a merged decoder's If.
+    Never "Attention": its quantized form (QAttention) has no attention-bias input, so it silently
+    drops T5's relative position bias (a pointer-head model fell from 0.715 to 0.275 eval EM).
+    Fusion splits the encoder's Attention back into a q/k/v MatMul (quantized here) and an MHA.
+    """
+    return ("MatMul", "Gather") if embeddings else ("MatMul",)
+
+
+def quantize_int8(
+    source: Path,
+    target: Path,
+    files: list[str],
+    quantization: Quantization,
+    op_types: Callable[[str, bool], tuple[str, ...]] = t5_int8_ops,
+    *,
+    subgraphs: bool = False,
+) -> dict:
+    """Dynamic int8 quantization of each graph's ``op_types(file, embeddings)``; with
+    ``decoder_int4`` the decoders get 4-bit MatMulNBits weights first (their Gathers are still int8).
+
+    Signed int8 weights with ``reduce_range`` stay accurate on AVX2-only CPUs, where full-range
+    signed weights saturate in the u8 x s8 multiply without VNNI; ``subgraphs`` (EnableSubgraph)
+    reaches into a merged decoder's If.
     """
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    # Never "Attention": its quantized form (QAttention) has no attention-bias input, so it silently
-    # drops T5's relative position bias (a pointer-head model fell from 0.715 to 0.275 eval EM).
-    # Fusion splits the encoder's Attention back into a q/k/v MatMul (quantized here) and an MHA.
-    op_types = ["MatMul", "Gather"] if options.quantize_embeddings else ["MatMul"]
+    int4_files = tuple(name for name in files if name != ENCODER) if quantization.decoder_int4 else ()
     details = {
-        "op_types": op_types,
-        "weight_type": options.weight_type,
-        "per_channel": options.per_channel,
-        "reduce_range": options.reduce_range,
+        "op_types": {name: list(op_types(name, quantization.embeddings)) for name in files},
+        "weight_type": quantization.weight_type,
+        "per_channel": quantization.per_channel,
+        "reduce_range": quantization.reduce_range,
         "MatMulConstBOnly": True,
-        "EnableSubgraph": options.merged,
+        "EnableSubgraph": subgraphs,
     }
     if int4_files:
         details["int4"] = {"block_size": INT4_BLOCK, "accuracy_level": INT4_ACCURACY_LEVEL, "matmuls": {}}
@@ -132,14 +147,14 @@ def quantize_int8(
             quantize_dynamic(
                 graph_source,
                 target / name,
-                op_types_to_quantize=op_types,
-                per_channel=options.per_channel,
-                reduce_range=options.reduce_range,
+                op_types_to_quantize=list(op_types(name, quantization.embeddings)),
+                per_channel=quantization.per_channel,
+                reduce_range=quantization.reduce_range,
                 nodes_to_exclude=keep,
-                weight_type=QuantType.QUInt8 if options.weight_type == "uint8" else QuantType.QInt8,
+                weight_type=QuantType.QUInt8 if quantization.weight_type == "uint8" else QuantType.QInt8,
                 extra_options={
                     "MatMulConstBOnly": True,
-                    "EnableSubgraph": options.merged,
+                    "EnableSubgraph": subgraphs,
                     # onnx shape inference types no output of the fused com.microsoft nodes
                     "DefaultTensorType": onnx.TensorProto.FLOAT,
                 },

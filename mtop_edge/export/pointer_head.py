@@ -20,9 +20,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from mtop_edge.errors import ModelError
-from mtop_edge.manifest import POINTER_BIAS, POINTER_MEMORY
 
 LOGITS = "logits"
+# the encoder outputs these and the decoders take them (fed by name: layout.feeding_output)
+POINTER_MEMORY = "pointer_memory"
+POINTER_BIAS = "pointer_bias"
 
 
 def is_pointer_head(model) -> bool:

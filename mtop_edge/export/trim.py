@@ -31,7 +31,8 @@ def trimmed(model, keep_decoder: Sequence[int] | None, keep_encoder: Sequence[in
     """Swap trimmed embeddings and output layer into a T5-family model, restoring it on exit.
 
     The model is modified in place (no copy of a 300M-parameter model) and put back as it was,
-    so the same object serves as the parity reference afterwards. ``config.vocab_size`` becomes
+    so nothing is left changed by it (optimum's exporter patches the model too: the parity check
+    loads a fresh copy). ``config.vocab_size`` becomes
     the smallest kept vocabulary, which keeps the exporter's dummy ids valid for both stacks.
     """
     import torch
