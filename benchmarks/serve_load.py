@@ -24,10 +24,11 @@ from pathlib import Path
 
 import httpx
 
-from mtop_edge.bench import percentile
+from mtop_edge.bench.stats import percentile
+from mtop_edge.data import EVAL_SAMPLE
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "mtop_edge" / "samples" / "eval_sample.jsonl"
+SAMPLE = EVAL_SAMPLE
 MODES = {  # "batching on" is the server's default; the soak runs it on one worker
     "batching on": ["--max-batch", "32", "--max-wait-ms", "0"],
     "batching off": ["--max-batch", "1", "--max-wait-ms", "0"],
@@ -149,8 +150,8 @@ async def drive(
 def in_process_p50(model: str | None, threads: int, utterances: list[str]) -> float:
     from mtop_edge.runtime import Parser, share_thread_pool
 
-    share_thread_pool(threads)  # as the server does (this process runs no other onnxruntime session)
-    parser = Parser.load(model, threads=threads)
+    pool = share_thread_pool(threads)  # as the server does (this process runs no other onnxruntime session)
+    parser = Parser.load(model, threads=threads, pool=pool)
     for u in utterances[:10]:
         parser.parse(u)
     times = []

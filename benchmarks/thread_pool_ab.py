@@ -17,14 +17,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mtop_edge.data import EVAL_SAMPLE
+
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = """
 import json, statistics, sys, time
 from mtop_edge.runtime import Parser, share_thread_pool
 model, threads, shared, rows = sys.argv[1] or None, int(sys.argv[2]), sys.argv[3] == "1", int(sys.argv[4])
-if shared:
-    share_thread_pool(threads)
-parser = Parser.load(model, threads=threads)
+pool = share_thread_pool(threads) if shared else None
+parser = Parser.load(model, threads=threads, pool=pool)
 lines = open(sys.argv[5]).read().splitlines()
 utterances = [json.loads(line)["utterance"] for line in lines][:rows]
 for u in utterances[:10]:
@@ -44,7 +45,7 @@ def main() -> None:
     arguments.add_argument("--rows", type=int, default=200)
     arguments.add_argument("--rounds", type=int, default=3)
     args = arguments.parse_args()
-    sample = ROOT / "mtop_edge" / "samples" / "eval_sample.jsonl"
+    sample = EVAL_SAMPLE
     results: dict[tuple[int, str], list[dict]] = {}
     for _ in range(args.rounds):
         for threads in (1, 2):

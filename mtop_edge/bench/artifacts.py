@@ -14,6 +14,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from mtop_edge.bench.names import PROFILE_PREFIX
 from mtop_edge.core.spec import PointerSpec
 
 KINDS = ("mtop-edge-int8", "mtop-edge-fp32", "optimum-fp32", "optimum-int8", "ctranslate2-int8", "ctranslate2-fp32")
@@ -24,7 +25,7 @@ EXPORTER = Path(__file__).resolve().parent.parent / "export"
 
 
 def needed_kinds(engines: list[str]) -> list[str]:
-    from mtop_edge.bench.engines import base_name
+    from mtop_edge.bench.names import base_name
 
     kinds = {base_name(e) for e in engines} - {"torch-fp32", "torch-bf16"}
     if "optimum-int8" in kinds:
@@ -40,9 +41,6 @@ def _build(path: Path, make: Callable[[Path], None]) -> Path:
     make(path)  # creates ``path``
     (path / DONE).write_text("")
     return path
-
-
-PROFILE_PREFIX = "mtop-edge@"
 
 
 def profile_kind(profile: Path) -> str:
@@ -153,11 +151,11 @@ def build_artifacts(
 
 def size_on_disk(engine: str, artifacts: dict[str, str]) -> int:
     """Bytes an engine loads from disk (the checkpoint's weights and tokenizer model for PyTorch)."""
-    from mtop_edge.bench.engines import base_name
+    from mtop_edge.bench.names import base_name
 
     base = base_name(engine)
     if base.startswith("torch"):
-        from mtop_edge.export import WEIGHT_PATTERNS
+        from mtop_edge.export.checkpoint import WEIGHT_PATTERNS
 
         root = Path(artifacts["checkpoint"])
         files = {p for pattern in (*WEIGHT_PATTERNS, "*.json", "spiece.model") for p in root.glob(pattern)}

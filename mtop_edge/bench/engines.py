@@ -11,6 +11,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from mtop_edge.bench.names import EngineName
+
 ENGINES = (
     "mtop-edge-int8",
     "mtop-edge-fp32",
@@ -34,19 +36,13 @@ DEFAULT_ENGINES = {
 }
 
 
-def base_name(engine: str) -> str:
-    """The engine family and precision (``ctranslate2-int8-vmap`` -> ``ctranslate2-int8``)."""
-    return engine.removesuffix("-vmap").removesuffix("-unconstrained")
-
-
-def variant(engine: str) -> str:
-    """What distinguishes an engine from its base: ``vmap``, ``unconstrained`` or ``""``."""
-    return engine[len(base_name(engine)) + 1 :]
-
-
 class Engine:
     def run(
-        self, sources: Sequence[Sequence[int]], n_words: Sequence[int], forced_steps: int | None
+        self,
+        sources: Sequence[Sequence[int]],
+        n_words: Sequence[int],
+        word_starts: Sequence[Sequence[int]] | None,
+        forced_steps: int | None,
     ) -> list[list[int]]:
         raise NotImplementedError
 
@@ -54,13 +50,14 @@ class Engine:
 class MtopEdgeEngine(Engine):
     """The mtop-edge runtime on its own export."""
 
-    def __init__(self, model_dir: Path, *, threads: int, device: str, constrain: bool) -> None:
+    def __init__(self, model_dir: Path, *, threads: int, device: str, constrained: bool, pool=None) -> None:
         from mtop_edge.runtime import Parser
 
-        self.parser = Parser.load(model_dir, threads=threads, device=device, constrain=constrain)
+        constraints = "pairs" if constrained else "none"
+        self.parser = Parser.load(model_dir, threads=threads, device=device, pool=pool, constraints=constraints)
 
-    def run(self, sources, n_words, forced_steps):
-        decoded = self.parser.decode_ids(sources, n_words, forced_steps=forced_steps)
+    def run(self, sources, n_words, word_starts, forced_steps):
+        decoded = self.parser.decode_ids(sources, n_words, word_starts, forced_steps=forced_steps)
         return [self.parser.original_ids(ids) for ids in decoded.ids]
 
 
@@ -70,12 +67,13 @@ class GenerateEngine(Engine):
     def __init__(self, model, spec, device: str) -> None:
         self.model, self.spec, self.device = model, spec, device
 
-    def run(self, sources, n_words, forced_steps):
-        from mtop_edge.torch_engine import greedy_generate
+    def run(self, sources, n_words, word_starts, forced_steps):
+        from mtop_edge.core.source import encoder_feed
+        from mtop_edge.modeling.torch_engine import greedy_generate
 
         rows = greedy_generate(
             self.model,
-            sources,
+            encoder_feed(sources, self.spec, word_starts),
             self.spec,
             device=self.device,
             max_new_tokens=forced_steps or self.spec.max_target_tokens,
@@ -88,7 +86,7 @@ class GenerateEngine(Engine):
 def torch_engine(checkpoint: Path, spec, *, threads: int, device: str, dtype: str = "fp32") -> GenerateEngine:
     import torch
 
-    from mtop_edge.torch_engine import load_checkpoint
+    from mtop_edge.modeling.torch_engine import load_checkpoint
 
     torch.set_num_threads(threads)
     model = load_checkpoint(checkpoint).to(device)
@@ -122,7 +120,7 @@ class CTranslate2Engine(Engine):
         self.index = {token: i for i, token in enumerate(self.vocabulary)}
         self.spec, self.vmap = spec, vmap
 
-    def run(self, sources, n_words, forced_steps):
+    def run(self, sources, n_words, word_starts, forced_steps):
         tokens = [[self.vocabulary[i] for i in source] for source in sources]
         steps = forced_steps or self.spec.max_target_tokens
         results = self.translator.translate_batch(
@@ -136,23 +134,18 @@ class CTranslate2Engine(Engine):
         return [[self.index[t] for t in r.hypotheses[0]] for r in results]
 
 
-def load_engine(name: str, artifacts: dict[str, str], spec, *, threads: int, device: str) -> Engine:
+def load_engine(name: str, artifacts: dict[str, str], spec, *, threads: int, device: str, pool=None) -> Engine:
     """Build one engine from the model's artifacts (paths by kind)."""
-    base = base_name(name)
-    if base.startswith("mtop-edge@"):  # an export profile's own artifact
-        return MtopEdgeEngine(Path(artifacts[base]), threads=threads, device=device, constrain=variant(name) == "")
-    if base.startswith("mtop-edge"):
-        precision = base.rsplit("-", 1)[1]
-        return MtopEdgeEngine(
-            Path(artifacts[f"mtop-edge-{precision}"]), threads=threads, device=device, constrain=variant(name) == ""
-        )
-    if base.startswith("torch"):
-        dtype = base.rsplit("-", 1)[1]
-        return torch_engine(Path(artifacts["checkpoint"]), spec, threads=threads, device=device, dtype=dtype)
-    if base.startswith("optimum"):
-        return optimum_engine(Path(artifacts[base]), spec, threads=threads, device=device)
-    if base.startswith("ctranslate2"):
+    engine = EngineName.parse(name)
+    if engine.family == "mtop-edge":
+        path = Path(artifacts[engine.base])
+        return MtopEdgeEngine(path, threads=threads, device=device, constrained=engine.constrained, pool=pool)
+    if engine.family == "torch":
+        return torch_engine(Path(artifacts["checkpoint"]), spec, threads=threads, device=device, dtype=engine.precision)
+    if engine.family == "optimum":
+        return optimum_engine(Path(artifacts[engine.base]), spec, threads=threads, device=device)
+    if engine.family == "ctranslate2":
         return CTranslate2Engine(
-            Path(artifacts[base]), spec, threads=threads, device=device, vmap=variant(name) == "vmap"
+            Path(artifacts[engine.base]), spec, threads=threads, device=device, vmap=engine.variant == "vmap"
         )
     raise ValueError(f"unknown engine {name!r}; choose from {', '.join(ENGINES)}")

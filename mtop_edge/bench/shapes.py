@@ -34,10 +34,10 @@ def build_reference_shape(out: Path, train_data: Path, *, seed: int = 0, shape: 
     from transformers import MT5Config, MT5ForConditionalGeneration, T5TokenizerFast
 
     from mtop_edge.core.pointer import split_words
-    from mtop_edge.core.spec import SP_MODEL_FILE, PointerSpec
+    from mtop_edge.core.spec import SP_MODEL_FILE, PointerSpec, SourceFormat
     from mtop_edge.core.vocab import TargetVocab
     from mtop_edge.data import read_examples
-    from mtop_edge.training.train import train_sentencepiece
+    from mtop_edge.training.tokenizer import train_sentencepiece
 
     out.mkdir(parents=True, exist_ok=True)
     examples = read_examples(train_data)
@@ -49,7 +49,7 @@ def build_reference_shape(out: Path, train_data: Path, *, seed: int = 0, shape: 
     spec = PointerSpec(
         vocab=vocab,
         symbol_ids=tuple(tokenizer.convert_tokens_to_ids(vocab.symbols)),
-        markers=False,
+        source_format=SourceFormat.PIECES,
         max_target_tokens=2 * longest + 16,
     )
     torch.manual_seed(seed)

@@ -2,7 +2,7 @@
 
 Its own process gives each engine its own thread settings and an honest peak resident memory.
 Requests and replies are JSON lines on the original stdout; anything the libraries print goes
-to stderr.
+to stderr. `Worker` is the orchestrator's side, `main` the worker process's.
 """
 
 from __future__ import annotations
@@ -10,9 +10,65 @@ from __future__ import annotations
 import json
 import os
 import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
+
+from mtop_edge.errors import MtopEdgeError
+
+
+class Worker:
+    """One engine in a subprocess (see worker.py)."""
+
+    def __init__(self, engine: str, artifacts: dict, threads: int, device: str) -> None:
+        import os
+
+        self.engine = engine
+        config = {
+            "engine": engine,
+            "artifacts": artifacts,
+            "checkpoint": artifacts["checkpoint"],
+            "threads": threads,
+            "device": device,
+        }
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": str(threads),
+            "MKL_NUM_THREADS": str(threads),
+            "TOKENIZERS_PARALLELISM": "false",
+            "HF_HUB_OFFLINE": "1",
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mtop_edge.bench.worker", json.dumps(config)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
+        self.ready = self._read()
+
+    def _read(self) -> dict:
+        line = self.process.stdout.readline()
+        if not line:
+            code = self.process.wait()
+            raise MtopEdgeError(f"bench worker for {self.engine} exited with code {code}")
+        return json.loads(line)
+
+    def ask(self, request: dict) -> dict:
+        self.process.stdin.write(json.dumps(request) + "\n")
+        self.process.stdin.flush()
+        return self._read()
+
+    def run(self, sources, n_words, word_starts, forced_steps) -> dict:
+        request = {"sources": sources, "n_words": n_words, "word_starts": word_starts, "forced_steps": forced_steps}
+        return self.ask({"op": "run", **request})
+
+    def close(self) -> float:
+        peak = self.ask({"op": "close"})["peak_rss_mb"]
+        self.process.wait(timeout=60)
+        return peak
 
 
 def peak_rss_mb() -> float:
@@ -31,13 +87,14 @@ def main() -> None:
     from mtop_edge.formats import checkpoint_spec
 
     spec = checkpoint_spec(config["checkpoint"])
+    pool = None
     if config["engine"].startswith("mtop-edge") and config["device"] == "cpu":
         from mtop_edge.runtime import share_thread_pool
 
-        share_thread_pool(config["threads"])  # this process runs the one engine: one pool for its sessions
+        pool = share_thread_pool(config["threads"])  # this process runs the one engine: one pool for its sessions
     started = time.perf_counter()  # load time includes importing the engine's libraries, as a user's start does
     engine = load_engine(
-        config["engine"], config["artifacts"], spec, threads=config["threads"], device=config["device"]
+        config["engine"], config["artifacts"], spec, threads=config["threads"], device=config["device"], pool=pool
     )
     protocol.write(json.dumps({"load_s": time.perf_counter() - started}) + "\n")
     for line in sys.stdin:
@@ -46,7 +103,7 @@ def main() -> None:
             protocol.write(json.dumps({"peak_rss_mb": peak_rss_mb()}) + "\n")
             return
         begin = time.perf_counter()
-        outputs = engine.run(request["sources"], request["n_words"], request.get("forced_steps"))
+        outputs = engine.run(request["sources"], request["n_words"], request["word_starts"], request["forced_steps"])
         seconds = time.perf_counter() - begin
         protocol.write(json.dumps({"seconds": seconds, "outputs": outputs}) + "\n")
 

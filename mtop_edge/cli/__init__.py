@@ -56,6 +56,7 @@ def cli() -> None:
 
     \b
     mtop-edge parse "set an alarm for 7am"     parse with the embedded default model
+    mtop-edge models                          the embedded models (--model NAME), size, speed, scores
     mtop-edge data check train.jsonl          check a data file against the pointer format
     mtop-edge serve                           the parser over HTTP (the serve extra)
     mtop-edge train / export / evaluate / bench
@@ -63,9 +64,18 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from mtop_edge.cli import bench_cmd, data_cmd, evaluate_cmd, export_cmd, parse_cmd, serve_cmd, train_cmd
+    from mtop_edge.cli import (
+        bench_cmd,
+        data_cmd,
+        evaluate_cmd,
+        export_cmd,
+        models_cmd,
+        parse_cmd,
+        serve_cmd,
+        train_cmd,
+    )
 
-    for module in (parse_cmd, serve_cmd, data_cmd, train_cmd, evaluate_cmd, export_cmd, bench_cmd):
+    for module in (parse_cmd, models_cmd, serve_cmd, data_cmd, train_cmd, evaluate_cmd, export_cmd, bench_cmd):
         cli.add_command(module.command)
 
 
@@ -73,7 +83,6 @@ _register()
 
 
 def main() -> None:
-    from mtop_edge.cli.options import standalone_process
+    from mtop_edge.cli.options import Process
 
-    standalone_process()
-    cli(prog_name="mtop-edge")
+    cli(prog_name="mtop-edge", obj=Process(standalone=True))

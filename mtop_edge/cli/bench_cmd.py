@@ -7,6 +7,11 @@ from pathlib import Path
 import click
 
 from mtop_edge.bench.engines import DEFAULT_ENGINES, ENGINES
+from mtop_edge.bench.options import BenchOptions
+from mtop_edge.cli.options import device_option
+from mtop_edge.data import EVAL_SAMPLE
+
+DEFAULTS = BenchOptions()
 
 
 def _int_list(ctx, param, value: str) -> list[int]:
@@ -45,7 +50,7 @@ def _engines(ctx, param, value: str | None) -> list[str] | None:
 @click.option(
     "--data",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=Path(__file__).resolve().parents[1] / "samples" / "eval_sample.jsonl",
+    default=EVAL_SAMPLE,
     help="Eval rows whose utterances every engine parses.",
 )
 @click.option(
@@ -63,10 +68,19 @@ def _engines(ctx, param, value: str | None) -> list[str] | None:
 )
 @click.option("--threads", default="1,2", callback=_int_list, help="Thread settings, each measured.")
 @click.option("--batch-sizes", default="1,8,32,128", callback=_int_list, help="Batch sizes for throughput.")
-@click.option("--rows", default=200, type=click.IntRange(min=1), help="Utterances timed one by one (batch 1).")
-@click.option("--throughput-rows", default=256, type=click.IntRange(min=1), help="Utterances per batch size.")
-@click.option("--warmup", default=10, type=click.IntRange(min=0), help="Untimed utterances per engine first.")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu")
+@click.option(
+    "--rows", default=DEFAULTS.rows, type=click.IntRange(min=1), help="Utterances timed one by one (batch 1)."
+)
+@click.option(
+    "--throughput-rows",
+    default=DEFAULTS.throughput_rows,
+    type=click.IntRange(min=1),
+    help="Utterances per batch size (fewer make batch-32 figures move by +-15% between runs).",
+)
+@click.option(
+    "--warmup", default=DEFAULTS.warmup, type=click.IntRange(min=0), help="Untimed utterances per engine first."
+)
+@device_option()
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
@@ -99,7 +113,7 @@ def command(
     Engines: PyTorch generate, optimum ORTModelForSeq2SeqLM (fp32, int8), CTranslate2 (int8, fp32;
     with and without a vocabulary map) and mtop-edge (int8, fp32; constrained and not).
     """
-    from mtop_edge.bench import BenchOptions, run_bench
+    from mtop_edge.bench.run import run_bench
 
     options = BenchOptions(
         models=list(models),

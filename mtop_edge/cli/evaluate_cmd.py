@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from mtop_edge.cli.options import chosen_constraints, constraints_option, device_option, shared_pool
+
 ENGINES = ("torch", "onnx")
 
 
@@ -15,9 +17,9 @@ ENGINES = ("torch", "onnx")
     "--model",
     "model_dir",
     required=True,
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    type=click.Path(file_okay=False, path_type=Path),
     help="torch: a checkpoint (from `mtop-edge train`, or in the DAMP pointer format); "
-    "onnx: a directory from `mtop-edge export`.",
+    "onnx: a directory from `mtop-edge export`, or an embedded model's name (`mtop-edge models`).",
 )
 @click.option(
     "--data",
@@ -29,14 +31,9 @@ ENGINES = ("torch", "onnx")
 @click.option("--limit", type=click.IntRange(min=1), help="Read only the first N rows (malformed ones count).")
 @click.option("--strict", is_flag=True, help="Fail on the first malformed row instead of reporting and skipping it.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32)
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu")
+@device_option()
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: the library's).")
-@click.option("--constrain/--no-constrain", default=True, help="onnx: grammar-constrained decoding.")
-@click.option(
-    "--label-pairs/--no-label-pairs",
-    default=True,
-    help="onnx: with constraints, allow only intent/slot pairs seen in training.",
-)
+@constraints_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option(
     "--record",
@@ -44,11 +41,13 @@ ENGINES = ("torch", "onnx")
     help="onnx: also store the figures in the model's manifest under evaluation.NAME (what its card and "
     "the shipped-model test quote).",
 )
-def command(
-    model_dir, data, engine, limit, strict, batch_size, device, threads, constrain, label_pairs, as_json, record
-):
+@click.pass_context
+def command(ctx, model_dir, data, engine, limit, strict, batch_size, device, threads, constraints, as_json, record):
     """Greedy-decode every row and report exact match, intent accuracy, slot F1,
     well-formed rate and examples/s."""
+    from mtop_edge.core.spec import SourceFormat
+
+    constraints = chosen_constraints(ctx, constraints)
     from mtop_edge.data import first_rows, read_dataset
     from mtop_edge.errors import DataError
     from mtop_edge.evaluate import evaluate
@@ -60,7 +59,7 @@ def command(
     if not examples:
         raise DataError(f"no usable rows ({len(dataset.errors)} malformed)", data)
     if engine == "torch":
-        from mtop_edge.torch_engine import TorchParser
+        from mtop_edge.modeling.torch_engine import TorchParser
 
         torch_parser = TorchParser(model_dir, device=device, threads=threads)
         parse_batch, spec, source = torch_parser.parse_batch, torch_parser.spec, torch_parser.source
@@ -68,11 +67,10 @@ def command(
         def generate(sources, n_words):
             return [row[1:] for row in torch_parser.generate_ids(sources)]
     else:
-        from mtop_edge.cli.options import share_cpu_threads
         from mtop_edge.runtime import Parser
 
-        share_cpu_threads(device, threads)
-        parser = Parser.load(model_dir, device=device, threads=threads, constrain=constrain, label_pairs=label_pairs)
+        pool = shared_pool(ctx, device, threads)
+        parser = Parser.load(model_dir, device=device, threads=threads, pool=pool, constraints=constraints)
         parse_batch, spec, source = parser.parse_trees, parser.spec, parser.source
 
         def generate(sources, n_words):
@@ -81,13 +79,13 @@ def command(
 
     result = evaluate(parse_batch, examples, batch_size=batch_size, progress=not as_json)
     damp_figures = {}
-    if source.tokenizer is not None:  # a DAMP-format model: also DAMP's own string exact match
+    if spec.source_format is SourceFormat.SPACED:  # a DAMP-format model: also DAMP's own string exact match
         from mtop_edge.formats.damp import string_exact_match
 
         for key, gold in (("damp_string_em_gold_spacing", True), ("damp_string_em", False)):
             damp_figures[key] = round(
                 string_exact_match(
-                    generate, spec, source.tokenizer, examples, gold_spacing=gold, batch_size=batch_size
+                    generate, spec, source.pieces.tokenizer, examples, gold_spacing=gold, batch_size=batch_size
                 ),
                 4,
             )
@@ -96,8 +94,7 @@ def command(
         "model": str(model_dir),
         "data": str(data),
         "device": device,
-        "constrain": constrain if engine == "onnx" else None,
-        "label_pairs": label_pairs if engine == "onnx" and constrain else None,
+        "constraints": constraints if engine == "onnx" else None,
         **result.to_json(),
         **damp_figures,
         "malformed_rows": len(dataset.errors),
@@ -108,7 +105,9 @@ def command(
         from mtop_edge.manifest import record_evaluation
 
         record_evaluation(
-            model_dir, record, {k: v for k, v in report.items() if k not in ("model", "examples_per_s", "seconds")}
+            parser.manifest.directory,
+            record,
+            {k: v for k, v in report.items() if k not in ("model", "examples_per_s", "seconds")},
         )
     if as_json:
         click.echo(json.dumps(report))

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from mtop_edge.cli.options import config_overrides
-from mtop_edge.export.options import CHOICES, HELP, ExportOptions
+from mtop_edge.export.options import HELP, ExportOptions, Precision
 
 
 @click.command("export", context_settings={"show_default": True})
@@ -25,7 +25,7 @@ from mtop_edge.export.options import CHOICES, HELP, ExportOptions
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Export profile (export/*.toml); options below override it.",
 )
-@click.option("--quantize", type=click.Choice(CHOICES["quantize"]), help=HELP["quantize"] + " [default: int8]")
+@click.option("--quantize", type=click.Choice([p.value for p in Precision]), help=HELP["quantize"] + " [default: int8]")
 @click.option(
     "--data",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -48,9 +48,9 @@ def command(
     """Export a checkpoint to trimmed, quantized ONNX with cached past key/values.
 
     Writes encoder_model.onnx and decoder_with_past_model.onnx (plus the first step's
-    decoder_model.onnx with --no-encoder-cross-kv, optimum's layout; or one
-    decoder_model_merged.onnx with --merged), spiece.model, manifest.json and a model card.
-    Ends with a parity check against PyTorch generate; nothing is written if anything fails.
+    decoder_model.onnx with --layout separate, optimum's layout; or one decoder_model_merged.onnx
+    with --layout merged), the source tokenizer, manifest.json and a model card. Ends with a
+    parity check against PyTorch; nothing is written if anything fails.
     """
     from mtop_edge.export import export_model
 
@@ -65,6 +65,7 @@ def command(
         overwrite=overwrite,
         threads=threads,
         name=model_name,
+        profile=str(profile) if profile else None,
         log=log,
     )
     if as_json:

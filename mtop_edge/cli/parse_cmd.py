@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from mtop_edge.cli.options import share_cpu_threads
+from mtop_edge.cli.options import chosen_constraints, constraints_option, device_option, shared_pool
 from mtop_edge.errors import InputError, MtopEdgeError
 
 
@@ -24,9 +24,10 @@ from mtop_edge.errors import InputError, MtopEdgeError
     "--model",
     "model_dir",
     type=click.Path(path_type=Path),
-    help="Model directory from `mtop-edge export` [default: the embedded model].",
+    help="Model directory from `mtop-edge export`, or an embedded model's name (`mtop-edge models`) "
+    "[default: the embedded default].",
 )
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu")
+@device_option()
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads [default: onnxruntime's].")
 @click.option(
     "--json",
@@ -40,9 +41,10 @@ from mtop_edge.errors import InputError, MtopEdgeError
     help="Utterances decoded together [default: the runtime's Parser.max_batch]; a stream is read in chunks of "
     "8 batches, each sorted by length.",
 )
-@click.option("--constrain/--no-constrain", default=True, help="Grammar-constrained decoding (always well-formed).")
+@constraints_option
 @click.option("--truncate", is_flag=True, help="Parse only the first words the model can point to (flagged).")
-def command(utterance, input_file, model_dir, device, threads, as_json, batch_size, constrain, truncate) -> None:
+@click.pass_context
+def command(ctx, utterance, input_file, model_dir, device, threads, as_json, batch_size, constraints, truncate) -> None:
     """Parse UTTERANCE into a logical form, or a stream of utterances.
 
     \b
@@ -59,17 +61,23 @@ def command(utterance, input_file, model_dir, device, threads, as_json, batch_si
         raise click.UsageError("give one UTTERANCE, or --input FILE / - for a stream")
     if utterance is not None and not utterance.strip():
         raise InputError("empty utterance: nothing to parse")
-    share_cpu_threads(device, threads)
-    parser = Parser.load(model_dir, device=device, threads=threads, constrain=constrain, max_batch=batch_size)
+    parser = Parser.load(
+        model_dir,
+        device=device,
+        threads=threads,
+        pool=shared_pool(ctx, device, threads),
+        constraints=chosen_constraints(ctx, constraints),
+        max_batch=batch_size,
+    )
     if utterance is not None:
         result = parser.parse(utterance, truncate=truncate)
-        if as_json:  # one rule for both outputs: a malformed parse (only with --no-constrain) exits 1
+        if as_json:  # one rule for both outputs: a malformed parse (only with --constraints none) exits 1
             click.echo(json.dumps({**result.to_json(), "model": parser.manifest.model_id}, ensure_ascii=False))
             if not result.ok:
                 sys.exit(1)
         elif result.ok:
             click.echo(result.logical_form + ("  (truncated)" if result.truncated else ""))
-        else:  # only possible with --no-constrain: the model's output was not a tree
+        else:  # only possible with --constraints none: the model's output was not a tree
             raise MtopEdgeError(result.error)
         return
     failures = _stream(parser, input_file, 8 * parser.max_batch, truncate)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from mtop_edge.cli.options import device_option, shared_pool
 from mtop_edge.errors import require
 
 
@@ -17,11 +18,12 @@ from mtop_edge.errors import require
     "--model",
     "model_dir",
     type=click.Path(path_type=Path),
-    help="Model directory from `mtop-edge export` [default: the embedded model].",
+    help="Model directory from `mtop-edge export`, or an embedded model's name (`mtop-edge models`) "
+    "[default: the embedded default].",
 )
 @click.option("--host", default="127.0.0.1", help="Address to listen on (0.0.0.0 for every interface).")
 @click.option("--port", default=8080, type=click.IntRange(0, 65535))
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu")
+@device_option()
 @click.option(
     "--threads",
     type=click.IntRange(min=1),
@@ -51,7 +53,8 @@ from mtop_edge.errors import require
     "--drain-seconds", default=30.0, type=click.FloatRange(min=0), help="On SIGTERM, time to finish accepted work."
 )
 @click.option("--access-log/--no-access-log", default=False, help="Log every request (uvicorn's access log).")
-def command(model_dir, host, port, device, threads, workers, access_log, **limits) -> None:
+@click.pass_context
+def command(ctx, model_dir, host, port, device, threads, workers, access_log, **limits) -> None:
     """Serve POST /v1/parse, GET /v1/model, /healthz, /readyz, /metrics and /openapi.json.
 
     \b
@@ -66,7 +69,6 @@ def command(model_dir, host, port, device, threads, workers, access_log, **limit
         require(module, "serve")
     import uvicorn
 
-    from mtop_edge.cli.options import share_cpu_threads
     from mtop_edge.runtime import Parser
     from mtop_edge.serve.app import SETTINGS_ENV, ServeSettings, create_app
 
@@ -74,9 +76,8 @@ def command(model_dir, host, port, device, threads, workers, access_log, **limit
         # split the cores between the workers: N processes each sized to every core oversubscribe them
         threads = max(1, (os.cpu_count() or 1) // workers)
     settings = ServeSettings(model=str(model_dir) if model_dir else None, device=device, threads=threads, **limits)
-    if workers == 1:
-        share_cpu_threads(device, threads)  # each --workers process shares its own (app_from_environment)
-    parser = Parser.load(settings.model, device=device, threads=threads)  # fails here, in one line, if broken
+    pool = shared_pool(ctx, device, threads) if workers == 1 else None  # each worker makes its own
+    parser = Parser.load(settings.model, device=device, threads=threads, pool=pool)  # fails here, in one line
     where = f"{device}, {workers} worker(s) x {threads or 'default'} thread(s), http://{host}:{port}"
     click.echo(f"mtop-edge serve: model {parser.manifest.model_id} on {where}", err=True)
     common = {
