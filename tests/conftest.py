@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from mtop_edge.data import read_examples
+from mtop_edge.data import SAMPLES, read_examples
 
-SAMPLES = Path(__file__).resolve().parents[1] / "mtop_edge" / "samples"
 DATA = Path(__file__).resolve().parent / "data"
 
 
@@ -66,7 +65,7 @@ def tiny_pointer_model(tmp_path_factory):
     from mtop_edge.training.train import train
 
     out = tmp_path_factory.mktemp("tiny-pointer") / "model"
-    summary = train(Recipe.load(TINY_RECIPE, pointer_head=True), SAMPLES / "train_sample.jsonl", out)
+    summary = train(Recipe.load(TINY_RECIPE, pointing="head"), SAMPLES / "train_sample.jsonl", out)
     return out, summary
 
 
@@ -92,3 +91,53 @@ def small_bench(model: Path, tmp_path: Path, **settings):
         "work": tmp_path / "work",
     }
     return BenchOptions(**{**defaults, **settings})
+
+
+def parse_command(*args, input=None):
+    """`mtop-edge parse ARGS` in-process (click's CliRunner)."""
+    from click.testing import CliRunner
+
+    from mtop_edge.cli import cli
+
+    return CliRunner().invoke(cli, ["parse", *args], input=input)
+
+
+def distinct_words(count: int) -> list[str]:
+    """``count`` different words, each one word to every splitter (letters only)."""
+    return ["".join(chr(97 + (i // 26**k) % 26) for k in range(3)) + "z" for i in range(count)]
+
+
+ENCODER_POINTER_RECIPE = DATA / "tiny-encoder-pointer.toml"
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory):
+    """A tiny BERT encoder directory (random weights, WordPiece trained on the train sample)."""
+    from tests.tiny_bert import build
+
+    utterances = [e.utterance for e in read_examples(SAMPLES / "train_sample.jsonl")]
+    return build(tmp_path_factory.mktemp("tiny-bert") / "encoder", utterances)
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_pointer_model(tiny_bert, tmp_path_factory):
+    """The encoder-pointer kind on the tiny BERT, trained on the train sample."""
+    from mtop_edge.training.recipe import Recipe
+    from mtop_edge.training.train import train
+
+    out = tmp_path_factory.mktemp("tiny-encoder-pointer") / "model"
+    summary = train(Recipe.load(ENCODER_POINTER_RECIPE, encoder=str(tiny_bert)), SAMPLES / "train_sample.jsonl", out)
+    return out, summary
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_pointer_export(tiny_encoder_pointer_model, tmp_path_factory):
+    """The tiny encoder-pointer model exported with the default profile (int8)."""
+    out = tmp_path_factory.mktemp("export") / "encoder-pointer-int8"
+    return out, export_tiny(tiny_encoder_pointer_model, out)
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_pointer_export_fp32(tiny_encoder_pointer_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export") / "encoder-pointer-fp32"
+    return out, export_tiny(tiny_encoder_pointer_model, out, quantize="none")

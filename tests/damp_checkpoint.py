@@ -18,7 +18,7 @@ def build(out: Path, examples: list[Example], *, steps: int = 300, seed: int = 0
     import torch
     from transformers import MT5Config, MT5ForConditionalGeneration, T5TokenizerFast
 
-    from mtop_edge.training.train import train_sentencepiece
+    from mtop_edge.training.tokenizer import train_sentencepiece
 
     torch.manual_seed(seed)
     pairs = [pointer_target(e.utterance, serialize(e.tree)) for e in examples]

@@ -4,9 +4,10 @@ import json
 
 import pytest
 
-from mtop_edge.bench import BenchOptions, bench_model, run_bench
 from mtop_edge.bench.engines import ENGINES
+from mtop_edge.bench.options import BenchOptions
 from mtop_edge.bench.report import markdown
+from mtop_edge.bench.run import bench_model, run_bench
 from mtop_edge.bench.shapes import build_reference_shape
 from mtop_edge.data import read_examples
 
@@ -41,10 +42,10 @@ def test_suite_runs_every_engine_on_a_trained_model(tiny_model, tmp_path):
     # the same weights: the exported fp32 parser and PyTorch agree, so do their scores
     em = {(r["engine"], r["variant"]): r["exact_match"] for r in rows if r["batch_size"] == 1}
     # PyTorch's figure recomputed outside the bench: the same first 4 encodable rows, scored by `evaluate`'s metric
-    from mtop_edge.bench import prepare_inputs
+    from mtop_edge.bench.inputs import prepare_inputs
     from mtop_edge.core.spec import PointerSpec
     from mtop_edge.metrics import score
-    from mtop_edge.torch_engine import TorchParser
+    from mtop_edge.modeling.torch_engine import TorchParser
 
     inputs = prepare_inputs(tiny_model[0], PointerSpec.load(tiny_model[0]), read_examples(options.data), 4, True)
     trees = TorchParser(tiny_model[0]).parse_batch([e.utterance for e in inputs.examples])
@@ -101,7 +102,7 @@ def test_random_weights_force_the_same_number_of_steps(tmp_path):
     artifacts = build_artifacts(checkpoint, spec, needed_kinds(engines), tmp_path / "work", log=lambda _: None)
     sources = [[5, 6, 7, 1], [8, 1]]
     for engine in engines[1:]:
-        outputs = load_engine(engine, artifacts, spec, threads=1, device="cpu").run(sources, [3, 1], 9)
+        outputs = load_engine(engine, artifacts, spec, threads=1, device="cpu").run(sources, [3, 1], None, 9)
         assert [len(o) for o in outputs] == [9, 9], engine
 
 
@@ -118,13 +119,13 @@ def test_bench_cli_rejects_bad_settings():
 
 @pytest.mark.parametrize("values", [[1.0], [3.0, 1.0, 2.0]])
 def test_percentile(values):
-    from mtop_edge.bench import percentile
+    from mtop_edge.bench.stats import percentile
 
     assert percentile(values, 0.5) == sorted(values)[len(values) // 2]
 
 
 def test_percentile_interpolates_between_ranks():
-    from mtop_edge.bench import percentile
+    from mtop_edge.bench.stats import percentile
 
     assert percentile([40.0, 10.0, 30.0, 20.0], 0.5) == 25.0  # halfway between 20 and 30
     assert percentile([1.0, 2.0, 3.0, 4.0, 5.0], 0.9) == pytest.approx(4.6)

@@ -97,7 +97,7 @@ def test_export_parity_and_parse_equal_transformers_generate(damp_checkpoint, da
     utterances = [e.utterance for e in train_sample[:32]]  # what the tiny model learnt: well-formed outputs
     words = [split_words(u) for u in utterances]
     inputs = tokenizer([" ".join(w.text for w in ws) for ws in words], padding=True, return_tensors="pt")
-    parser = Parser.load(out, constrain=False)
+    parser = Parser.load(out, constraints="none")
     with torch.no_grad():
         generated = model.generate(**inputs, max_new_tokens=parser.max_steps, num_beams=1, do_sample=False)
     texts = tokenizer.batch_decode(generated, skip_special_tokens=True)

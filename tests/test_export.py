@@ -10,14 +10,15 @@ from click.testing import CliRunner
 from mtop_edge.cli import cli
 from mtop_edge.errors import ModelError, MtopEdgeError
 from mtop_edge.export import graphs, resolve_checkpoint
-from mtop_edge.manifest import DECODER_MERGED, Manifest
+from mtop_edge.layout import DECODER_MERGED
+from mtop_edge.manifest import Manifest
 from mtop_edge.runtime import Parser
 
 from .conftest import SAMPLES, export_tiny
 
 
 def unconstrained_ids(model_dir, utterances):
-    parser = Parser.load(model_dir, constrain=False)
+    parser = Parser.load(model_dir, constraints="none")
     rows = []
     for utterance in utterances:
         source = parser.source.prepare(utterance)
@@ -47,7 +48,7 @@ def test_fp32_export_is_exactly_the_pytorch_parser(tiny_export_fp32):
         ]
     )
     loaded = Manifest.load(out)
-    assert loaded.quantization == "none" and not loaded.merged
+    assert loaded.quantization == "none" and loaded.layout.value == "encoder-cross-kv"
     assert loaded.decoder_ids[:2] == (0, 1)  # decoder start (PAD) and EOS first
     assert len(loaded.decoder_ids) == len(loaded.spec.symbols) + 2
     assert manifest["source"]["sha256"] and manifest["total_bytes"] == sum(manifest["sizes"].values())
@@ -70,8 +71,8 @@ def test_int8_export_loads_and_parses(tiny_export):
 def test_trimming_and_merging_keep_outputs_identical(tiny_model, tiny_export_fp32, tmp_path):
     trimmed_dir, _ = tiny_export_fp32
     untrimmed = export_tiny(tiny_model, tmp_path / "untrimmed", quantize="none", trim=False, parity_rows=0)
-    merged = export_tiny(tiny_model, tmp_path / "merged", quantize="none", merged=True, fuse=False, parity_rows=0)
-    assert untrimmed["decoder_ids"] is None and merged["merged"]
+    merged = export_tiny(tiny_model, tmp_path / "merged", quantize="none", layout="merged", fuse=False, parity_rows=0)
+    assert untrimmed["decoder_ids"] is None and merged["decoder_layout"] == "merged"
     assert (tmp_path / "merged" / DECODER_MERGED).is_file()
     reference = unconstrained_ids(trimmed_dir, UTTERANCES)
     assert unconstrained_ids(tmp_path / "untrimmed", UTTERANCES) == reference
@@ -202,9 +203,9 @@ def test_export_cli_writes_and_reports(tiny_model, tmp_path):
 def test_shared_weights_store_each_weight_once_and_change_no_output(tiny_model, tiny_export_fp32, tmp_path):
     # optimum's layout (two decoders, each with the decoder's weights) is where sharing pays
     shared_dir = tmp_path / "shared"
-    shared = export_tiny(tiny_model, shared_dir, quantize="none", encoder_cross_kv=False, parity_rows=0)
+    shared = export_tiny(tiny_model, shared_dir, quantize="none", layout="separate", parity_rows=0)
     separate = export_tiny(
-        tiny_model, tmp_path / "separate", quantize="none", encoder_cross_kv=False, share_weights=False, parity_rows=0
+        tiny_model, tmp_path / "separate", quantize="none", layout="separate", share_weights=False, parity_rows=0
     )
     assert shared["shared_weights"]["shared_tensors"] > 0 and (shared_dir / "weights.bin").is_file()
     assert "weights.bin" not in separate["sizes"]
@@ -231,7 +232,7 @@ def test_missing_shared_weights_file_is_named(tiny_export, tmp_path):
 def test_int8_agreement_in_the_manifest_is_recomputed_exactly(tiny_export, tiny_export_fp32):
     # the same rows in the same batches of 32 (int8 activations are quantized per batch)
     utterances = [json.loads(line)["utterance"] for line in (SAMPLES / "eval_sample.jsonl").read_text().splitlines()]
-    int8, fp32 = Parser.load(tiny_export[0], constrain=False), Parser.load(tiny_export_fp32[0], constrain=False)
+    int8, fp32 = Parser.load(tiny_export[0], constraints="none"), Parser.load(tiny_export_fp32[0], constraints="none")
     sources = []
     for utterance in utterances:
         try:
@@ -275,7 +276,7 @@ def test_bias_by_distance_is_t5s_position_bias_at_every_length(bidirectional):
 def test_fused_export_is_the_same_parser(tiny_model, tiny_export, tiny_export_fp32, tmp_path):
     import onnx
 
-    from mtop_edge.manifest import DECODER, DECODER_WITH_PAST, ENCODER
+    from mtop_edge.layout import DECODER, DECODER_WITH_PAST, ENCODER
 
     # fp32 parity with PyTorch (token for token, or the export fails) is checked inside
     fused = export_tiny(tiny_model, tmp_path / "fused", quantize="none", fuse=True)
@@ -316,10 +317,10 @@ def test_fused_decoders_compute_t5s_bias_and_causal_mask_at_any_past_length(tiny
     import onnx
     import onnxruntime as ort
 
-    from mtop_edge.manifest import DECODER_WITH_PAST
+    from mtop_edge.layout import DECODER_WITH_PAST
 
     plain = tmp_path / "plain"
-    export_tiny(tiny_model, plain, quantize="none", fuse=False, encoder_cross_kv=False, parity_rows=0)
+    export_tiny(tiny_model, plain, quantize="none", fuse=False, layout="separate", parity_rows=0)
     fused = tiny_export_fp32[0]
     graph = onnx.load(str(fused / DECODER_WITH_PAST), load_external_data=False).graph
     # the exported mask machinery is gone: one small bias subgraph is left, its table kept fp32
@@ -384,8 +385,8 @@ def test_packing_parallel_matmuls_joins_them_and_changes_no_number():
 
 
 def test_fusion_needs_separate_decoders(tiny_model, tmp_path):
-    with pytest.raises(MtopEdgeError, match="merged = false"):
-        export_tiny(tiny_model, tmp_path / "x", fuse=True, merged=True)
+    with pytest.raises(MtopEdgeError, match="fuse = true works on separate decoders"):
+        export_tiny(tiny_model, tmp_path / "x", fuse=True, layout="merged")
     assert not (tmp_path / "x").exists()
 
 

@@ -60,12 +60,12 @@ def test_greedy_never_points_past_the_utterance():
 
 
 def test_word_dropout_replaces_word_pieces_only():
-    from mtop_edge.core.spec import PointerSpec
+    from mtop_edge.core.spec import PointerSpec, SourceFormat
     from mtop_edge.core.vocab import TargetVocab
-    from mtop_edge.training.train import WordDropout
+    from mtop_edge.training.features import WordDropout
 
     vocab = TargetVocab(intents=("IN:A",), slots=(), max_pointers=3)
-    spec = PointerSpec(vocab=vocab, symbol_ids=(10, 11, 12, 13, 14), markers=True)  # IN:A, ], @ptr0..2
+    spec = PointerSpec(vocab=vocab, symbol_ids=(10, 11, 12, 13, 14), source_format=SourceFormat.MARKERS)
     rows = [[12, 5, 6, 13, 7, 1, 0], [12, 8, 1, 0, 0, 0, 0]]
 
     def collate(batch):
@@ -81,7 +81,7 @@ def test_word_dropout_replaces_word_pieces_only():
 
 def test_training_writes_a_pointer_head_checkpoint(tiny_pointer_model):
     from mtop_edge.modeling.pointer_head import PointerHeadT5
-    from mtop_edge.torch_engine import load_checkpoint
+    from mtop_edge.modeling.torch_engine import load_checkpoint
 
     out, summary = tiny_pointer_model
     config = json.loads((out / "config.json").read_text())
@@ -120,15 +120,15 @@ def test_export_parity_and_parse_offsets(tiny_pointer_model, tmp_path, quantize)
 def test_pointer_head_refuses_what_it_cannot_do(tiny_pointer_model, tmp_path):
     from mtop_edge.export import export_model
     from mtop_edge.export.options import ExportOptions
-    from mtop_edge.training.recipe import Recipe
+    from mtop_edge.training.recipe import Pointing, Recipe
     from mtop_edge.training.train import train
 
-    with pytest.raises(MtopEdgeError, match="markers"):
-        train(
-            Recipe.load(TINY_RECIPE, pointer_head=True, markers=False), SAMPLES / "train_sample.jsonl", tmp_path / "m"
-        )
+    with pytest.raises(MtopEdgeError, match="span_loss tags the pointer head"):  # checked before any file is read
+        train(Recipe(pointing=Pointing.MARKERS, span_loss=0.5), tmp_path / "absent.jsonl", tmp_path / "m")
+    assert not (tmp_path / "m").exists()
     checkpoint, _ = tiny_pointer_model
-    for options, message in (({"merged": True}, "merged = false"), ({"trim": False}, "trimmed decoder")):
+    options_and_messages = (({"layout": "merged", "fuse": False}, "separate decoders"), ({"trim": False}, "trimmed"))
+    for options, message in options_and_messages:
         with pytest.raises(MtopEdgeError, match=message):
             export_model(str(checkpoint), tmp_path / "x", ExportOptions.load(None, **options), log=lambda _: None)
         assert not (tmp_path / "x").exists()
@@ -156,6 +156,7 @@ def test_absent_pointer_bias_masks_pointers_past_the_rows_words():
 
 def test_span_tags_name_the_innermost_slot_over_each_word():
     from mtop_edge.modeling.pointer_head import PointerHeadT5
+    from mtop_edge.modeling.pointing import word_tags
 
     torch.manual_seed(2)
     config = _tiny_config(span_loss=0.5, span_slot_ids=[3, 4], span_intent_ids=[2], span_close_id=5)
@@ -165,7 +166,7 @@ def test_span_tags_name_the_innermost_slot_over_each_word():
     # [IN [SL:3 w0 ] [SL:4 [IN w1 ] ] ] EOS, padded: w2 is in no slot, words 3-7 are absent
     labels = torch.tensor([[2, 3, 12, 5, 4, 2, 13, 5, 5, 5, 1, -100]])
     _, _, bias = model.encode(source, mask)
-    assert model.word_tags(labels, bias).tolist() == [[1, 2, 0, -100, -100, -100, -100, -100]]
+    assert word_tags(labels, bias, model.config).tolist() == [[1, 2, 0, -100, -100, -100, -100, -100]]
     with_span = model(input_ids=source, attention_mask=mask, labels=labels).loss
     with_span.backward()
     assert model.pointer_span_tags.weight.grad.abs().sum() > 0
@@ -182,9 +183,9 @@ def test_span_loss_trains_and_exports_without_its_head(tmp_path):
     from mtop_edge.training.train import train
 
     quick = {"max_steps": 8, "eval_steps": 8, "d_model": 32, "d_ff": 64, "num_layers": 1, "num_decoder_layers": 1}
-    with pytest.raises(MtopEdgeError, match="needs pointer_head"):
+    with pytest.raises(MtopEdgeError, match='needs pointing = "head"'):
         train(Recipe.load(TINY_RECIPE, span_loss=0.5, **quick), SAMPLES / "train_sample.jsonl", tmp_path / "no")
-    recipe = Recipe.load(TINY_RECIPE, pointer_head=True, span_loss=0.5, **quick)
+    recipe = Recipe.load(TINY_RECIPE, pointing="head", span_loss=0.5, **quick)
     train(recipe, SAMPLES / "train_sample.jsonl", tmp_path / "model")
     assert json.loads((tmp_path / "model" / "config.json").read_text())["span_loss"] == 0.5
     options = ExportOptions.load(None, quantize="none", parity_rows=20)
@@ -210,12 +211,12 @@ def test_training_goes_on_from_a_pointer_head_checkpoint(tiny_pointer_model, tmp
     """A warm restart: init = our pointer-head checkpoint, a new schedule; it starts from its weights."""
     import torch
 
-    from mtop_edge.torch_engine import load_checkpoint
+    from mtop_edge.modeling.torch_engine import load_checkpoint
     from mtop_edge.training.recipe import Recipe
     from mtop_edge.training.train import train
 
     checkpoint, first = tiny_pointer_model
-    recipe = Recipe.load(TINY_RECIPE, pointer_head=True, init=str(checkpoint), max_steps=4, eval_steps=4)
+    recipe = Recipe.load(TINY_RECIPE, pointing="head", init=str(checkpoint), max_steps=4, eval_steps=4)
     summary = train(recipe, SAMPLES / "train_sample.jsonl", tmp_path / "more")
     before, after = load_checkpoint(checkpoint), load_checkpoint(tmp_path / "more")
     assert before.config.num_pointers == after.config.num_pointers
@@ -228,7 +229,7 @@ def test_training_goes_on_from_a_pointer_head_checkpoint(tiny_pointer_model, tmp
         assert not torch.equal(after.shared.weight, before.shared.weight)
     with pytest.raises(MtopEdgeError, match="span head"):  # the tiny model was trained without the span loss
         train(
-            Recipe.load(TINY_RECIPE, pointer_head=True, init=str(checkpoint), span_loss=0.5),
+            Recipe.load(TINY_RECIPE, pointing="head", init=str(checkpoint), span_loss=0.5),
             SAMPLES / "train_sample.jsonl",
             tmp_path / "x",
         )
