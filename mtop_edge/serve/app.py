@@ -191,7 +191,6 @@ def create_app(parser: Parser, settings: ServeSettings = ServeSettings()) -> Sta
 def app_from_environment() -> Starlette:
     """Factory for each worker process of `mtop-edge serve --workers N`: loads its own model."""
     settings = ServeSettings(**json.loads(os.environ[SETTINGS_ENV]))
-    if settings.device == "cpu":
-        share_thread_pool(settings.threads)
-    parser = Parser.load(settings.model, device=settings.device, threads=settings.threads)
+    pool = share_thread_pool(settings.threads) if settings.device == "cpu" else None
+    parser = Parser.load(settings.model, device=settings.device, threads=settings.threads, pool=pool)
     return create_app(parser, settings)
