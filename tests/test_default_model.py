@@ -56,7 +56,14 @@ def test_json_says_which_model_answered_and_gives_offsets():
     model_id = Manifest.load(DEFAULT_MODEL_DIR).model_id
     assert record["model"] == model_id and model_id.startswith("edge-pointer@616524d95dff")
     # offsets checked against a hand count ("wake me up " is 11 characters), not against the slice they make
-    assert record["slots"] == [{"label": "SL:DATE_TIME", "text": "at 7 tomorrow", "start": 11, "end": 24}]
+    (slot,) = record["slots"]
+    assert {k: slot[k] for k in ("label", "text", "start", "end")} == {
+        "label": "SL:DATE_TIME",
+        "text": "at 7 tomorrow",
+        "start": 11,
+        "end": 24,
+    }
+    assert 0.5 < slot["confidence"] <= 1.0 and record["understood"] is True
 
 
 def test_version_names_the_default_model():

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import click
 
-from mtop_edge.cli.options import chosen_constraints, constraints_option, device_option, shared_pool
+from mtop_edge.cli.options import (
+    chosen_constraints,
+    constraints_option,
+    device_option,
+    min_confidence_option,
+    shared_pool,
+)
 from mtop_edge.errors import InputError, MtopEdgeError
 
 
@@ -43,8 +49,11 @@ from mtop_edge.errors import InputError, MtopEdgeError
 )
 @constraints_option
 @click.option("--truncate", is_flag=True, help="Parse only the first words the model can point to (flagged).")
+@min_confidence_option
 @click.pass_context
-def command(ctx, utterance, input_file, model_dir, device, threads, as_json, batch_size, constraints, truncate) -> None:
+def command(
+    ctx, utterance, input_file, model_dir, device, threads, as_json, batch_size, constraints, truncate, min_confidence
+) -> None:
     """Parse UTTERANCE into a logical form, or a stream of utterances.
 
     \b
@@ -68,6 +77,7 @@ def command(ctx, utterance, input_file, model_dir, device, threads, as_json, bat
         pool=shared_pool(ctx, device, threads),
         constraints=chosen_constraints(ctx, constraints),
         max_batch=batch_size,
+        min_confidence=min_confidence,
     )
     if utterance is not None:
         result = parser.parse(utterance, truncate=truncate)
@@ -76,7 +86,10 @@ def command(ctx, utterance, input_file, model_dir, device, threads, as_json, bat
             if not result.ok:
                 sys.exit(1)
         elif result.ok:
-            click.echo(result.logical_form + ("  (truncated)" if result.truncated else ""))
+            notes = ["truncated"] * result.truncated
+            if not result.understood:
+                notes.append(f"not understood: confidence {result.confidence:.3f} < {min_confidence}")
+            click.echo(result.logical_form + "".join(f"  ({note})" for note in notes))
         else:  # only possible with --constraints none: the model's output was not a tree
             raise MtopEdgeError(result.error)
         return

@@ -110,6 +110,10 @@ class PointerSpec:
             raise ModelError("target ids with separators are made by the checkpoint's own tokenizer, not here")
         return [*ids, self.eos_id]
 
+    def symbol(self, token_id: int) -> str | None:
+        """The target symbol of a model id; None for a separator, EOS, PAD or an unknown id."""
+        return self._symbol_of_id.get(int(token_id))
+
     def decode(self, ids: Sequence[int], utterance: str, words: Sequence[Word]) -> Intent:
         """Generated ids (without the decoder start; anything after EOS ignored) -> tree.
 

@@ -23,6 +23,7 @@ from mtop_edge.layout import ATTENTION_MASK, ENCODER, ENCODER_ATTENTION_MASK, IN
 from mtop_edge.layout import feeding_output as fed_by
 from mtop_edge.manifest import Manifest
 from mtop_edge.runtime.binding import Binding, from_numpy
+from mtop_edge.runtime.confidence import chosen_logprobs
 from mtop_edge.runtime.encoding import Encoder
 from mtop_edge.runtime.grammar import ConstrainedBatch, Grammar
 from mtop_edge.runtime.sessions import SessionFactory
@@ -34,10 +35,23 @@ DROP_AT = 0.5
 
 @dataclass
 class Decoded:
-    """Exported decoder ids per row (EOS and later excluded) and whether each row reached EOS."""
+    """Exported decoder ids per row (EOS and later excluded), whether each row reached EOS, and each
+    step's log-probability (`runtime/confidence.py`): one per id, then the EOS step's where it ended."""
 
     ids: list[list[int]]
     ended: list[bool]
+    logprobs: list[list[float]]
+
+
+def _rows(out: np.ndarray, logprobs: np.ndarray, last: int, eos_id: int, forced: bool) -> Decoded:
+    """Per row: the ids up to EOS, whether it came, and the steps' log-probabilities (EOS's included)."""
+    ids, ended, scores = [], [], []
+    for row, row_scores in zip(out[:, :last].tolist(), logprobs[:, :last].tolist(), strict=True):
+        end = row.index(eos_id) if eos_id in row and not forced else None
+        ids.append(row if end is None else row[:end])
+        ended.append(forced or end is not None)
+        scores.append(row_scores if end is None else row_scores[: end + 1])
+    return Decoded(ids, ended, scores)
 
 
 def _bind(binding: Binding, name: str, value) -> None:
@@ -51,7 +65,8 @@ class GreedyDecoder:
     """Sessions for one exported model and the greedy loop over them."""
 
     def __init__(self, manifest: Manifest, sessions: SessionFactory, *, encoder_rows: int | None = None) -> None:
-        """``encoder_rows``: on the CPU, encode larger batches in groups of this many rows (runtime/encoding.py)."""
+        """``encoder_rows``: on the CPU, encode larger batches in groups of this many rows (runtime/encoding.py).
+        The manifest's ``calibration.temperature`` scales the logits the confidences are read from."""
         plan = manifest.plan
         loaded = {name: sessions.create(manifest.directory / name) for name in plan.files}
         self.device = sessions.device
@@ -63,6 +78,7 @@ class GreedyDecoder:
         arch = manifest.architecture
         self.arch = arch
         self.vocab_size = arch.decoder_vocab
+        self.temperature = float(manifest.raw.get("calibration", {}).get("temperature", 1.0))
         self.self_past = arch.past_names(PAST, SELF)
         self.self_present = arch.past_names(PRESENT, SELF)
         self._check_graphs(manifest)
@@ -178,7 +194,10 @@ class GreedyDecoder:
         logits = np.empty((batch, 1, self.vocab_size), dtype=np.float32)
         tokens = np.full((batch, 1), self.start_id, dtype=np.int64)
         out = np.full((batch, steps), self.pad_id, dtype=np.int64)
+        out_logprobs = np.zeros((batch, steps), dtype=np.float32)  # forced steps (EOS after a closed tree): 0
         chosen = np.empty(batch, dtype=np.int64)
+        chosen_logprob = np.empty(batch, dtype=np.float32)
+        scratch = None if grammar is not None else np.empty((batch, self.vocab_size), dtype=np.float32)
 
         encoded, _arrays = self.encoder(feed)  # _arrays: the memory under encoded, if any
         available = {**encoded, ENCODER_ATTENTION_MASK: feed[ATTENTION_MASK]}
@@ -199,15 +218,19 @@ class GreedyDecoder:
         live = batch
         last = steps
         for t in range(steps):
-            picked = chosen[:live]
+            picked, logprob = chosen[:live], chosen_logprob[:live]
             if constrained is not None:
-                constrained.pick(logits[:live, 0, :], steps - t, picked)
+                constrained.pick(logits[:live, 0, :], steps - t, picked, logprob, self.temperature)
             else:
                 np.argmax(logits[:live, 0, :], axis=1, out=picked)
+                np.copyto(scratch[:live], logits[:live, 0, :])
+                chosen_logprobs(scratch[:live], picked, logprob, self.temperature)
                 if forced_steps is None:
                     picked[finished] = self.pad_id
+                    logprob[finished] = 0.0
                     finished |= picked == self.eos_id
             out[rows, t] = picked
+            out_logprobs[rows, t] = logprob
             if t + 1 == steps or (forced_steps is None and finished.all()):
                 last = t + 1
                 break
@@ -235,12 +258,4 @@ class GreedyDecoder:
             outputs = step.run()
             self_kv = [outputs[i] for i in self.self_index]
 
-        ids, ended = [], []
-        for row in out[:, :last].tolist():
-            if self.eos_id in row and forced_steps is None:
-                ids.append(row[: row.index(self.eos_id)])
-                ended.append(True)
-            else:
-                ids.append(row)
-                ended.append(forced_steps is not None)
-        return Decoded(ids, ended)
+        return _rows(out, out_logprobs, last, self.eos_id, forced_steps is not None)

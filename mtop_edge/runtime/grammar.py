@@ -24,6 +24,7 @@ import numpy as np
 from mtop_edge.core.forms import INTENT_PREFIX, SLOT_PREFIX
 from mtop_edge.core.pointer import CLOSE, pointer_index
 from mtop_edge.core.spec import PointerSpec
+from mtop_edge.runtime.confidence import chosen_logprobs
 
 OTHER, INTENT, SLOT, CLOSER, POINTER, EOS, PAD, SEPARATOR = range(8)
 # fixed states; per-label and per-pointer states follow
@@ -38,33 +39,9 @@ class Grammar:
         vocab = spec.vocab
         intent_index = {label: i for i, label in enumerate(vocab.intents)}
         slot_index = {label: i for i, label in enumerate(vocab.slots)}
-        self.kind = np.full(size, OTHER, dtype=np.int8)
-        self.arg = np.zeros(size, dtype=np.int64)
-        symbol_of = dict(zip(spec.symbol_ids, spec.symbols, strict=True))
-        intent_ids = np.zeros(len(vocab.intents), dtype=np.int64)
-        slot_ids = np.zeros(len(vocab.slots), dtype=np.int64)
-        pointer_ids = np.zeros(vocab.max_pointers, dtype=np.int64)
-        close_id = eos_id = pad_id = separator_id = -1
-        for exported, original in enumerate(decoder_ids):
-            symbol = symbol_of.get(original)
-            if original == spec.eos_id:
-                self.kind[exported], eos_id = EOS, exported
-            elif original == spec.separator_id:
-                self.kind[exported], separator_id = SEPARATOR, exported
-            elif symbol is None:
-                if original == spec.pad_id:
-                    self.kind[exported], pad_id = PAD, exported
-            elif symbol == CLOSE:
-                self.kind[exported], close_id = CLOSER, exported
-            elif symbol.startswith("[" + INTENT_PREFIX):
-                k = intent_index[symbol[1:]]
-                self.kind[exported], self.arg[exported], intent_ids[k] = INTENT, k, exported
-            elif symbol.startswith("[" + SLOT_PREFIX):
-                k = slot_index[symbol[1:]]
-                self.kind[exported], self.arg[exported], slot_ids[k] = SLOT, k, exported
-            else:
-                k = pointer_index(symbol)
-                self.kind[exported], self.arg[exported], pointer_ids[k] = POINTER, k, exported
+        self.kind, self.arg, ids = _classify(spec, decoder_ids, intent_index, slot_index)
+        intent_ids, slot_ids, pointer_ids = ids["intents"], ids["slots"], ids["pointers"]
+        close_id, eos_id, pad_id, separator_id = ids["close"], ids["eos"], ids["pad"], ids["separator"]
         if min(close_id, eos_id, pad_id) < 0:
             raise ValueError("the exported decoder lacks ']', EOS or PAD")
         self.size, self.pad_id, self.eos_id = size, pad_id, eos_id
@@ -183,6 +160,45 @@ class Grammar:
         return False
 
 
+def _classify(spec: PointerSpec, decoder_ids: Sequence[int], intent_index: dict, slot_index: dict):
+    """Each exported id's kind and argument (label or pointer index), and the ids of each kind."""
+    vocab = spec.vocab
+    size = len(decoder_ids)
+    kind = np.full(size, OTHER, dtype=np.int8)
+    arg = np.zeros(size, dtype=np.int64)
+    symbol_of = dict(zip(spec.symbol_ids, spec.symbols, strict=True))
+    ids = {
+        "intents": np.zeros(len(vocab.intents), dtype=np.int64),
+        "slots": np.zeros(len(vocab.slots), dtype=np.int64),
+        "pointers": np.zeros(vocab.max_pointers, dtype=np.int64),
+        "close": -1,
+        "eos": -1,
+        "pad": -1,
+        "separator": -1,
+    }
+    for exported, original in enumerate(decoder_ids):
+        symbol = symbol_of.get(original)
+        if original == spec.eos_id:
+            kind[exported], ids["eos"] = EOS, exported
+        elif original == spec.separator_id:
+            kind[exported], ids["separator"] = SEPARATOR, exported
+        elif symbol is None:
+            if original == spec.pad_id:
+                kind[exported], ids["pad"] = PAD, exported
+        elif symbol == CLOSE:
+            kind[exported], ids["close"] = CLOSER, exported
+        elif symbol.startswith("[" + INTENT_PREFIX):
+            k = intent_index[symbol[1:]]
+            kind[exported], arg[exported], ids["intents"][k] = INTENT, k, exported
+        elif symbol.startswith("[" + SLOT_PREFIX):
+            k = slot_index[symbol[1:]]
+            kind[exported], arg[exported], ids["slots"][k] = SLOT, k, exported
+        else:
+            k = pointer_index(symbol)
+            kind[exported], arg[exported], ids["pointers"][k] = POINTER, k, exported
+    return kind, arg, ids
+
+
 class ConstrainedBatch:
     """Per-batch decoding state under a grammar: one stack per row.
 
@@ -220,8 +236,16 @@ class ConstrainedBatch:
         if self.grammar.separated:
             self.open_length_bias = self.open_length_bias[rows]
 
-    def pick(self, scores: np.ndarray, steps_left: int, chosen: np.ndarray) -> None:
-        """Write each row's best allowed next id (the decoder's ids) into ``chosen``; advance the stacks."""
+    def pick(
+        self,
+        scores: np.ndarray,
+        steps_left: int,
+        chosen: np.ndarray,
+        logprobs: np.ndarray | None = None,
+        temperature: float = 1.0,
+    ) -> None:
+        """Write each row's best allowed next id (the decoder's ids) into ``chosen`` and, if given, its
+        log-probability over the allowed ids into ``logprobs``; advance the stacks."""
         grammar, stacks, root_closed, finished = self.grammar, self.stacks, self.root_closed, self.finished
         closed, ended = root_closed.tolist(), finished.tolist()  # list items read faster than array items
         if grammar.separated:
@@ -243,6 +267,8 @@ class ConstrainedBatch:
         self.work += self.length_bias
         self.work.argmax(axis=1, out=self.picked)
         chosen[:] = self.picked if self.columns is None else self.columns[self.picked]
+        if logprobs is not None:
+            chosen_logprobs(self.work, self.picked, logprobs, temperature)  # self.work is scratch from here
         for r, token in enumerate(self.picked.tolist()):
             if ended[r]:
                 continue

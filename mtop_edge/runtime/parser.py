@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from mtop_edge.errors import FormError, InputError
 from mtop_edge.formats import load_source
 from mtop_edge.manifest import Manifest, resolve_model_dir
 from mtop_edge.metrics import Rejected
+from mtop_edge.runtime.confidence import node_confidences
 from mtop_edge.runtime.decoder import Decoded, GreedyDecoder
 from mtop_edge.runtime.grammar import Grammar
 from mtop_edge.runtime.results import ParseResult
@@ -67,9 +69,13 @@ class Parser:
         constraints: Constraints | str = Constraints.PAIRS,
         max_steps: int | None = None,
         max_batch: int | None = None,
+        min_confidence: float | None = None,
     ) -> None:
         if max_batch is not None and max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, not {max_batch}")
+        if min_confidence is not None and not 0.0 <= min_confidence <= 1.0:
+            raise ValueError(f"min_confidence is a probability (0 to 1), not {min_confidence}")
+        self.min_confidence = min_confidence
         self.max_batch = max_batch or default_max_batch(manifest, decoder.device)
         self.manifest = manifest
         self.spec = manifest.spec
@@ -101,13 +107,15 @@ class Parser:
         constraints: Constraints | str = Constraints.PAIRS,
         max_steps: int | None = None,
         max_batch: int | None = None,
+        min_confidence: float | None = None,
     ) -> Parser:
         """Load an exported model directory, or an embedded model by name (default: the embedded default).
 
         ``constraints``: `Constraints` (pairs: well-formed trees with the intent/slot pairs seen in
         training; tree: any well-formed tree; none). ``pool``: what `share_thread_pool` returned, in
         a process that made one. ``max_batch`` bounds the rows decoded at once (default:
-        `default_max_batch`; see `decode_ids`).
+        `default_max_batch`; see `decode_ids`). A parse whose confidence is below ``min_confidence``
+        comes back with ``understood`` False (its tree still given).
 
         Raises:
             ModelError: missing or corrupt model files (named).
@@ -116,7 +124,14 @@ class Parser:
         manifest = Manifest.load(resolve_model_dir(model_dir))
         sessions = SessionFactory(device, threads=threads, pool=pool)
         decoder = GreedyDecoder(manifest, sessions, encoder_rows=default_encoder_rows(manifest, device))
-        return cls(manifest, decoder, constraints=constraints, max_steps=max_steps, max_batch=max_batch)
+        return cls(
+            manifest,
+            decoder,
+            constraints=constraints,
+            max_steps=max_steps,
+            max_batch=max_batch,
+            min_confidence=min_confidence,
+        )
 
     def parse(self, utterance: str, *, truncate: bool = False) -> ParseResult:
         """Parse one utterance.
@@ -152,8 +167,10 @@ class Parser:
                     raise
                 results[i] = ParseResult(utterance, None, error=str(exc), rejected=True)
         decoded = self.decode_sources([source for _, _, source in prepared], batch_size=batch_size)
-        for (i, utterance, source), ids, ended in zip(prepared, decoded.ids, decoded.ended, strict=True):
-            results[i] = self._result(utterance, source.words, source.truncated, ids, ended)
+        for (i, utterance, source), ids, ended, logprobs in zip(
+            prepared, decoded.ids, decoded.ended, decoded.logprobs, strict=True
+        ):
+            results[i] = self._result(utterance, source.words, source.truncated, ids, ended, logprobs)
         return results
 
     def parse_trees(self, utterances: Sequence[str]) -> list[Intent | Rejected | None]:
@@ -182,19 +199,20 @@ class Parser:
         """
         size = batch_size or self.max_batch
         if not sources:
-            return Decoded([], [])
+            return Decoded([], [], [])
         if len(sources) <= size:
             return self._decode(sources, n_words, word_starts, forced_steps)
         order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
         ids: list[list[int]] = [[] for _ in sources]
         ended = [False] * len(sources)
+        logprobs: list[list[float]] = [[] for _ in sources]
         for start in range(0, len(order), size):
             rows = order[start : start + size]
             starts = None if word_starts is None else [word_starts[i] for i in rows]
             part = self._decode([sources[i] for i in rows], [n_words[i] for i in rows], starts, forced_steps)
-            for i, row_ids, row_ended in zip(rows, part.ids, part.ended, strict=True):
-                ids[i], ended[i] = row_ids, row_ended
-        return Decoded(ids, ended)
+            for i, row_ids, row_ended, row_logprobs in zip(rows, part.ids, part.ended, part.logprobs, strict=True):
+                ids[i], ended[i], logprobs[i] = row_ids, row_ended, row_logprobs
+        return Decoded(ids, ended, logprobs)
 
     def _decode(self, sources, n_words, word_starts, forced_steps: int | None) -> Decoded:
         feed = encoder_feed(sources, self.spec, word_starts)
@@ -210,14 +228,36 @@ class Parser:
             return list(exported)
         return self._original[np.asarray(exported, dtype=np.int64)].tolist()
 
-    def _result(self, utterance: str, words: list[Word], truncated: bool, ids: list[int], ended: bool) -> ParseResult:
+    def _result(
+        self, utterance: str, words: list[Word], truncated: bool, ids: list[int], ended: bool, logprobs: list[float]
+    ) -> ParseResult:
         # EOS on the last allowed step: with constraints the grammar had to close the tree there (it forces
         # the closing brackets once the steps left only just suffice); without, the output was cut
         capped = not ended or len(ids) + 1 >= self.max_steps
+        confidence = math.exp(sum(logprobs))
         try:
             if not ended:
                 raise FormError(f"no end of sequence within {self.max_steps} steps", position=len(ids), unit="token")
-            tree = self.spec.decode(self.original_ids(ids), utterance, words)
+            original = self.original_ids(ids)
+            tree = self.spec.decode(original, utterance, words)
         except FormError as exc:
-            return ParseResult(utterance, None, error=f"malformed output {exc}", truncated=truncated, capped=capped)
-        return ParseResult(utterance, tree, truncated=truncated, capped=capped)
+            return ParseResult(
+                utterance,
+                None,
+                error=f"malformed output {exc}",
+                truncated=truncated,
+                capped=capped,
+                confidence=confidence,
+                understood=False,
+            )
+        nodes = node_confidences([self.spec.symbol(i) for i in original], logprobs)
+        understood = self.min_confidence is None or confidence >= self.min_confidence
+        return ParseResult(
+            utterance,
+            tree,
+            truncated=truncated,
+            capped=capped,
+            confidence=confidence,
+            node_confidences=tuple(nodes),
+            understood=understood,
+        )
