@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from mtop_edge.data import SAMPLES, read_examples
@@ -141,3 +147,56 @@ def tiny_encoder_pointer_export(tiny_encoder_pointer_model, tmp_path_factory):
 def tiny_encoder_pointer_export_fp32(tiny_encoder_pointer_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("export") / "encoder-pointer-fp32"
     return out, export_tiny(tiny_encoder_pointer_model, out, quantize="none")
+
+
+# -- a real server (`mtop-edge serve` in a subprocess) ---------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`mtop-edge serve` in a subprocess; stopped with SIGTERM."""
+
+    def __init__(self, *args: str, model: Path | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        command = [sys.executable, "-m", "mtop_edge", "serve", "--port", str(self.port), "--threads", "1", *args]
+        if model is not None:
+            command += ["--model", str(model)]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited: {self.process.stdout.read()}")
+            try:
+                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError("server did not become ready")
+
+    def stop(self) -> bool:
+        """SIGTERM; True when the server shut down by itself (uvicorn re-raises the signal after a
+        graceful shutdown, so the exit status is -SIGTERM) and printed no traceback."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=60)
+        return code in (0, -signal.SIGTERM) and "Traceback" not in self.process.stdout.read()
+
+    def rss_kb(self) -> int:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
+
+
+@pytest.fixture(scope="session")
+def fp32_server(tiny_export_fp32):
+    # fp32: results do not depend on which requests share a batch (int8's dynamic activation scales do)
+    server = Server("--max-wait-ms", "20", "--max-items", "8", "--max-body-bytes", "4096", model=tiny_export_fp32[0])
+    yield server
+    assert server.stop()

@@ -5,71 +5,18 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
 
 from mtop_edge.runtime import Parser
 
-from .conftest import SAMPLES
+from .conftest import SAMPLES, Server
 
 UTTERANCES = [json.loads(line)["utterance"] for line in (SAMPLES / "eval_sample.jsonl").read_text().splitlines()]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """`mtop-edge serve` in a subprocess; stopped with SIGTERM."""
-
-    def __init__(self, *args: str, model: Path | None = None) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        command = [sys.executable, "-m", "mtop_edge", "serve", "--port", str(self.port), "--threads", "1", *args]
-        if model is not None:
-            command += ["--model", str(model)]
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {self.process.stdout.read()}")
-            try:
-                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise RuntimeError("server did not become ready")
-
-    def stop(self) -> bool:
-        """SIGTERM; True when the server shut down by itself (uvicorn re-raises the signal after a
-        graceful shutdown, so the exit status is -SIGTERM) and printed no traceback."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout=60)
-        return code in (0, -signal.SIGTERM) and "Traceback" not in self.process.stdout.read()
-
-    def rss_kb(self) -> int:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        return 0
-
-
-@pytest.fixture(scope="module")
-def fp32_server(tiny_export_fp32):
-    # fp32: results do not depend on which requests share a batch (int8's dynamic activation scales do)
-    server = Server("--max-wait-ms", "20", "--max-items", "8", "--max-body-bytes", "4096", model=tiny_export_fp32[0])
-    yield server
-    assert server.stop()
 
 
 def test_concurrent_clients_get_exactly_their_own_results(fp32_server, tiny_export_fp32):
@@ -92,41 +39,66 @@ def test_concurrent_clients_get_exactly_their_own_results(fp32_server, tiny_expo
         body = reply.json()
         results = body.get("results", [body])
         assert body["model"] == parser.manifest.model_id
-        assert [{k: v for k, v in r.items() if k != "model"} for r in results] == [expected[u] for u in asked]
+        for got, want in zip(results, [expected[u] for u in asked], strict=True):
+            # the parse exactly; its probabilities to float precision (a batch's padding moves the last digits)
+            assert _without_confidences(got) == _without_confidences(want)
+            assert got["confidence"] == pytest.approx(want["confidence"], abs=2e-3)
     metrics = httpx.get(fp32_server.url + "/metrics").text
     count = _metric(metrics, "mtop_edge_batch_size_count")
     total = _metric(metrics, "mtop_edge_batch_size_sum")
     assert total > count  # some runtime batch held more than one request's utterances
 
 
+def _without_confidences(record):
+    if isinstance(record, dict):
+        return {k: _without_confidences(v) for k, v in record.items() if "confidence" not in k and k != "model"}
+    if isinstance(record, list):
+        return [_without_confidences(v) for v in record]
+    return record
+
+
 def _metric(text: str, name: str) -> float:
-    return next(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
+    """The sum of a metric's series (every worker's, every label's)."""
+    lines = [line for line in text.splitlines() if line.startswith((name + " ", name + "{"))]
+    return sum(float(line.split()[-1]) for line in lines)
 
 
-BAD = [
-    ("POST", "/v1/parse", b"{not json", 400, "invalid_json"),
-    ("POST", "/v1/parse", b'{"utterance": "\xff\xfe"}', 400, "invalid_utf8"),
-    ("POST", "/v1/parse", b"[1, 2]", 422, "invalid_request"),
-    ("POST", "/v1/parse", b"{}", 422, "invalid_request"),
-    ("POST", "/v1/parse", b'{"utterance": 7}', 422, "invalid_request"),
-    ("POST", "/v1/parse", b'{"utterance": "a", "utterances": ["b"]}', 422, "invalid_request"),
-    ("POST", "/v1/parse", b'{"utterance": "a", "speed": 2}', 422, "invalid_request"),
-    ("POST", "/v1/parse", b'{"utterance": "call mom", "truncate": "yes"}', 422, "invalid_request"),
-    ("POST", "/v1/parse", b'{"utterance": "   "}', 422, "empty_utterance"),
-    ("POST", "/v1/parse", b'{"utterances": []}', 422, "invalid_request"),
-    ("POST", "/v1/parse", b'{"utterances": ["call mom", 3]}', 422, "invalid_request"),
-    ("POST", "/v1/parse", json.dumps({"utterances": ["call mom"] * 9}).encode(), 422, "too_many_items"),
-    ("POST", "/v1/parse", json.dumps({"utterance": "word " * 300}).encode(), 422, "invalid_utterance"),
-    ("POST", "/v1/parse", json.dumps({"utterance": "x" * 5000}).encode(), 413, "body_too_large"),
-    ("GET", "/v1/parse", b"", 405, "method_not_allowed"),
-    ("GET", "/v2/parse", b"", 404, "not_found"),
-    ("DELETE", "/v1/model", b"", 405, "method_not_allowed"),
+JSON = {"Content-Type": "application/json"}
+POST, PARSE = "POST", "/v1/parse"
+BAD = [  # (what, method, path, body, headers, status, code): the serve docs' bad-input table
+    ("not JSON", POST, PARSE, b"{not json", JSON, 400, "invalid_json"),
+    ("not UTF-8", POST, PARSE, b'{"utterance": "\xff\xfe"}', JSON, 400, "invalid_utf8"),
+    ("a lone surrogate (no character)", POST, PARSE, b'{"utterance": "\\ud800 a"}', JSON, 422, "invalid_utterance"),
+    ("not an object", POST, PARSE, b"[1, 2]", JSON, 422, "invalid_request"),
+    ("no utterance", POST, PARSE, b"{}", JSON, 422, "invalid_request"),
+    ("wrong type", POST, PARSE, b'{"utterance": 7}', JSON, 422, "invalid_request"),
+    ("both forms", POST, PARSE, b'{"utterance": "a", "utterances": ["b"]}', JSON, 422, "invalid_request"),
+    ("unknown field", POST, PARSE, b'{"utterance": "a", "speed": 2}', JSON, 422, "invalid_request"),
+    ("truncate not a boolean", POST, PARSE, b'{"utterance": "a", "truncate": "yes"}', JSON, 422, "invalid_request"),
+    ("empty utterance", POST, PARSE, b'{"utterance": ""}', JSON, 422, "empty_utterance"),
+    ("only whitespace", POST, PARSE, b'{"utterance": "   "}', JSON, 422, "empty_utterance"),
+    ("empty list", POST, PARSE, b'{"utterances": []}', JSON, 422, "invalid_request"),
+    ("a list item not a string", POST, PARSE, b'{"utterances": ["call mom", 3]}', JSON, 422, "invalid_request"),
+    (
+        "too many rows (9, limit 8)",
+        POST,
+        PARSE,
+        b'{"utterances": [%s]}' % b",".join([b'"a"'] * 9),
+        JSON,
+        422,
+        "too_many_items",
+    ),
+    ("too many words (300)", POST, PARSE, b'{"utterance": "%s"}' % (b"word " * 300), JSON, 422, "invalid_utterance"),
+    ("body over the limit", POST, PARSE, b'{"utterance": "%s"}' % (b"x" * 5000), JSON, 413, "body_too_large"),
+    ("wrong method", "GET", "/v1/parse", b"", {}, 405, "method_not_allowed"),
+    ("wrong method on a GET route", "DELETE", "/v1/model", b"", {}, 405, "method_not_allowed"),
+    ("unknown path", "GET", "/v2/parse", b"", {}, 404, "not_found"),
 ]
 
 
-@pytest.mark.parametrize(("method", "path", "body", "status", "code"), BAD)
-def test_bad_input_gets_its_status_and_a_json_error(fp32_server, method, path, body, status, code):
-    reply = httpx.request(method, fp32_server.url + path, content=body, timeout=30)
+@pytest.mark.parametrize(("what", "method", "path", "body", "headers", "status", "code"), BAD)
+def test_bad_input_gets_its_status_and_a_json_error(fp32_server, what, method, path, body, headers, status, code):
+    reply = httpx.request(method, fp32_server.url + path, content=body, headers=headers, timeout=30)
     assert reply.status_code == status, reply.text
     error = reply.json()["error"]
     assert error["status"] == status and error["code"] == code and error["message"]

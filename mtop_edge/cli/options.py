@@ -82,6 +82,17 @@ def constraints_option(func: Callable) -> Callable:
     )(func)
 
 
+def min_confidence_option(func: Callable) -> Callable:
+    """``--min-confidence X``: parses below X come back with ``understood`` false (the tree still given)."""
+    return click.option(
+        "--min-confidence",
+        type=click.FloatRange(0.0, 1.0),
+        default=None,
+        help="Mark parses whose confidence (the decoded sequence's probability) is below this as not "
+        "understood; the tree is still given.",
+    )(func)
+
+
 def chosen_constraints(ctx: click.Context, value: str | None) -> str:
     """--constraints, else what --no-constrain said, else pairs."""
     return value or ctx.meta.get("constraints") or CONSTRAINTS[0].value

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import asdict
+import sys
 from pathlib import Path
 
 import click
 
-from mtop_edge.cli.options import device_option, shared_pool
+from mtop_edge.cli.options import device_option, min_confidence_option, shared_pool
 from mtop_edge.errors import require
 
 
@@ -52,44 +51,61 @@ from mtop_edge.errors import require
 @click.option(
     "--drain-seconds", default=30.0, type=click.FloatRange(min=0), help="On SIGTERM, time to finish accepted work."
 )
+@click.option(
+    "--max-connections",
+    default=512,
+    type=click.IntRange(min=1),
+    help="Open connections per worker; more are answered 503 with Retry-After.",
+)
+@click.option(
+    "--read-timeout",
+    default=10.0,
+    type=click.FloatRange(min=0.1),
+    help="Seconds a request's headers, and then its body, may take to arrive (then 408 and close).",
+)
+@click.option(
+    "--request-timeout",
+    default=30.0,
+    type=click.FloatRange(min=0.1),
+    help="Seconds an accepted request may wait for its parse (then 503 with Retry-After).",
+)
+@min_confidence_option
 @click.option("--access-log/--no-access-log", default=False, help="Log every request (uvicorn's access log).")
 @click.pass_context
-def command(ctx, model_dir, host, port, device, threads, workers, access_log, **limits) -> None:
-    """Serve POST /v1/parse, GET /v1/model, /healthz, /readyz, /metrics and /openapi.json.
+def command(ctx, model_dir, host, port, device, threads, workers, **options) -> None:
+    """Serve POST /v1/parse, GET /v1/model, /healthz, /readyz, /metrics, /openapi.json and a page at /.
 
     \b
     mtop-edge serve &
     curl -s localhost:8080/v1/parse -d '{"utterance": "set an alarm"}'
 
     Requests that arrive while a batch runs are parsed together in the next one (up to --max-batch
-    utterances).
-    SIGTERM stops accepting, finishes what was accepted, then exits.
+    utterances). With --workers N each worker is its own process with its own model; on Linux each
+    listens on its own SO_REUSEPORT socket, and a worker that dies is restarted. SIGTERM stops
+    accepting, finishes what was accepted, then exits.
     """
     for module in ("starlette", "uvicorn", "prometheus_client"):
         require(module, "serve")
-    import uvicorn
-
     from mtop_edge.runtime import Parser
-    from mtop_edge.serve.app import SETTINGS_ENV, ServeSettings, create_app
+    from mtop_edge.serve.server import Supervisor, serve_app
+    from mtop_edge.serve.settings import ServeSettings
 
     if workers > 1 and threads is None and device == "cpu":
         # split the cores between the workers: N processes each sized to every core oversubscribe them
         threads = max(1, (os.cpu_count() or 1) // workers)
-    settings = ServeSettings(model=str(model_dir) if model_dir else None, device=device, threads=threads, **limits)
+    model = str(model_dir) if model_dir else None
+    settings = ServeSettings(
+        model=model, device=device, threads=threads, host=host, port=port, workers=workers, **options
+    )
     pool = shared_pool(ctx, device, threads) if workers == 1 else None  # each worker makes its own
-    parser = Parser.load(settings.model, device=device, threads=threads, pool=pool)  # fails here, in one line
+    load = {"device": device, "threads": threads, "min_confidence": settings.min_confidence}
+    parser = Parser.load(model, pool=pool, **load)  # a broken model fails here, in one line
     where = f"{device}, {workers} worker(s) x {threads or 'default'} thread(s), http://{host}:{port}"
     click.echo(f"mtop-edge serve: model {parser.manifest.model_id} on {where}", err=True)
-    common = {
-        "host": host,
-        "port": port,
-        "log_level": "warning",
-        "access_log": access_log,
-        "timeout_graceful_shutdown": int(settings.drain_seconds) or None,
-    }
     if workers == 1:
-        uvicorn.run(create_app(parser, settings), **common)
+        from mtop_edge.serve.app import create_app
+
+        serve_app(create_app(parser, settings), settings)
         return
     del parser  # each worker process loads its own
-    os.environ[SETTINGS_ENV] = json.dumps(asdict(settings))
-    uvicorn.run("mtop_edge.serve.app:app_from_environment", factory=True, workers=workers, **common)
+    sys.exit(Supervisor(settings, log=lambda line: click.echo(line, err=True)).run())

@@ -60,6 +60,7 @@ def read_parse_request(body: bytes, *, max_items: int) -> ParseRequest:
             raise ApiError(422, "invalid_request", f"utterance must be a string, got {type(utterance).__name__}")
         if not utterance.strip():
             raise ApiError(422, "empty_utterance", "empty utterance: nothing to parse")
+        _check_unicode(utterance, "utterance")
         return ParseRequest([utterance], True, truncate)
     utterances = payload["utterances"]
     if not isinstance(utterances, list) or not utterances:
@@ -69,4 +70,14 @@ def read_parse_request(body: bytes, *, max_items: int) -> ParseRequest:
     for index, item in enumerate(utterances):
         if not isinstance(item, str):
             raise ApiError(422, "invalid_request", f"utterances[{index}] must be a string, got {type(item).__name__}")
+        _check_unicode(item, f"utterances[{index}]")
     return ParseRequest(utterances, False, truncate)
+
+
+def _check_unicode(text: str, where: str) -> None:
+    """JSON can spell a lone surrogate (\\ud800), which is no character: refuse it before the tokenizer does."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        message = f"{where} is not valid Unicode (a lone surrogate at {exc.start})"
+        raise ApiError(422, "invalid_utterance", message) from None
