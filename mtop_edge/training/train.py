@@ -29,7 +29,8 @@ from mtop_edge.training.averaging import average_state_dicts, last_checkpoints
 from mtop_edge.training.features import Features, WordDropout, WordPieceCollator, encode_examples
 from mtop_edge.training.models import TARGET_MARGIN, build_model
 from mtop_edge.training.recipe import ModelKind, Pointing, Recipe
-from mtop_edge.training.trainer import CHECKPOINTS, callbacks, time_limit, trainer_class
+
+CHECKPOINTS = "checkpoints"  # inside the output directory: the Trainer's checkpoints, the resume point
 
 
 @dataclass
@@ -171,6 +172,8 @@ def make_trainer(recipe: Recipe, out: Path, args, prepared: Prepared, extra_call
     from transformers import DataCollatorForSeq2Seq
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+    from mtop_edge.training.trainer import LineProgress, PointerTrainer, RankRecord, TimeLimit
+
     spec = prepared.spec
     model = build_model(recipe, prepared.vocab_size, spec, prepared.encoder_dir)
     if recipe.kind is ModelKind.ENCODER_POINTER:
@@ -179,16 +182,15 @@ def make_trainer(recipe: Recipe, out: Path, args, prepared: Prepared, extra_call
         collator = DataCollatorForSeq2Seq(
             prepared.tokenizer, model=model, label_pad_token_id=-100, pad_to_multiple_of=8
         )
-    progress, rank_record = callbacks(out, out / "train_log.jsonl")
-    limits = [time_limit(recipe.max_minutes)] if recipe.max_minutes > 0 else []
-    trainer = trainer_class()(
+    limits = [TimeLimit(recipe.max_minutes)] if recipe.max_minutes > 0 else []
+    trainer = PointerTrainer(
         model=model,
         args=args,
         train_dataset=prepared.train.rows,
         eval_dataset=prepared.eval.rows,
         data_collator=collator,
         processing_class=prepared.tokenizer,
-        callbacks=[rank_record, *limits, *extra_callbacks],
+        callbacks=[RankRecord(out / CHECKPOINTS), *limits, *extra_callbacks],
     )
     if recipe.word_dropout > 0:
         trainer.train_collator = WordDropout(collator, spec, recipe.word_dropout, recipe.seed + _rank())
@@ -199,7 +201,7 @@ def make_trainer(recipe: Recipe, out: Path, args, prepared: Prepared, extra_call
     trainer.setup_exact_match(spec, prepared.eval.examples, prepared.eval.sources, total=prepared.eval_rows)
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
-    trainer.add_callback(progress)
+    trainer.add_callback(LineProgress(out / "train_log.jsonl"))
     return trainer
 
 

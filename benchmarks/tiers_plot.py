@@ -1,0 +1,79 @@
+"""Exact match against batch-1 latency and file size, one point per model tier.
+
+    python benchmarks/tiers_plot.py BENCH_JSON [--out benchmarks/results/tiers.png]
+
+Latency and size come from one `mtop-edge bench` run (its JSON: the int8 mtop-edge engine at one
+thread, batch 1); exact match from each model's manifest (``evaluation.eval``: all 2,235 eval rows,
+int8, constrained) where the bench measured a trained model, and from the published card for the
+mT5-small reference (0.7445), whose weights are not available here: its point uses the latency and
+size the bench measured on a model of its shape.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+PUBLISHED = {"mt5-small-shape": ("mT5-small reference (published EM 0.7445)", 0.7445)}
+
+
+def points(bench: dict, models: dict[str, Path]) -> list[dict]:
+    rows = [
+        r
+        for r in bench["rows"]
+        if r["engine"] == "mtop-edge-int8" and r["batch_size"] == 1 and r["threads"] == 1 and not r["variant"]
+    ]
+    if not rows:  # random-weight shapes are measured unconstrained
+        rows = [r for r in bench["rows"] if r["engine"] == "mtop-edge-int8" and r["batch_size"] == 1]
+    out = []
+    for row in rows:
+        name = row["model"]
+        if name in PUBLISHED:
+            label, em = PUBLISHED[name]
+        elif name in models:
+            manifest = json.loads((models[name] / "manifest.json").read_text())
+            label, em = name, manifest["evaluation"]["eval"]["exact_match"]
+        else:
+            continue
+        out.append({"label": label, "ms": row["p50_ms"], "mb": row["size_mb"], "em": em})
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("bench", type=Path, help="a bench run's JSON")
+    ap.add_argument("--model", action="append", default=[], metavar="NAME=DIR", help="a bench model's export")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/tiers.png"))
+    args = ap.parse_args()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = {name: Path(path) for name, path in (m.split("=", 1) for m in args.model)}
+    data = points(json.loads(args.bench.read_text()), models)
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for axis, key, label in ((left, "ms", "batch-1 latency, p50 (ms, one thread)"), (right, "mb", "files (MB)")):
+        for point in data:
+            axis.scatter(point[key], point["em"], s=60)
+            axis.annotate(
+                point["label"], (point[key], point["em"]), textcoords="offset points", xytext=(6, 4), fontsize=8
+            )
+        axis.set_xlabel(label)
+        axis.set_xscale("log")
+        axis.grid(True, alpha=0.3)
+    left.set_ylabel("eval exact match (MTOP en, int8, constrained)")
+    figure.suptitle(f"mtop-edge tiers ({bench_name(args.bench)})")
+    figure.tight_layout()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(args.out, dpi=120)
+    print(json.dumps(data, indent=1))
+
+
+def bench_name(path: Path) -> str:
+    return path.parent.name if path.name == "results.json" else path.stem
+
+
+if __name__ == "__main__":
+    main()
