@@ -32,6 +32,7 @@ from mtop_edge.layout import (
 
 POINTER_OUTPUTS = ("pointer_keys", "pointer_feed", "pointer_bias")
 OPSET = 17
+PARITY_NEEDS_FRESH_MODEL = False  # our exporter leaves the model as it found it (see `_export`)
 MICROSOFT = "com.microsoft"  # the domain of onnxruntime's fused operators
 FUSED_OPS = ("Attention", "SkipLayerNormalization", "EmbedLayerNormalization", "BiasGelu", "Gelu", "FastGelu")
 
@@ -242,8 +243,9 @@ def load_model(path: Path):
     return EncoderPointerModel.from_pretrained(str(path), encoder_attention="eager").eval()
 
 
-def write_graphs(model, spec, options, out: Path, *, log) -> Graphs:
-    """Export ``model`` into ``out``: the fused encoder and the step decoder."""
+def write_graphs(model, spec, options, out: Path, *, keep_decoder=None, keep_encoder=None, log) -> Graphs:
+    """Export ``model`` into ``out``: the fused encoder and the step decoder (its target vocabulary is
+    its own small one: nothing to trim, ``keep_*`` are the T5 kinds')."""
     config, bert = model.config, model.config.bert
     shape = f"encoder {bert.num_hidden_layers} layers, d {bert.hidden_size}; decoder vocabulary {config.vocab_size}"
     log(f"exporting ONNX ({shape})")

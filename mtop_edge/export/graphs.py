@@ -95,22 +95,12 @@ def quantize_int4(source: Path, target: Path) -> int:
     return sum(node.op_type == "MatMulNBits" for node in quantized.graph.node)
 
 
-def t5_int8_ops(file: str, embeddings: bool) -> tuple[str, ...]:
-    """What int8 quantizes in a T5 kind's graphs: weight MatMuls, and embedding Gathers if asked.
-
-    Never "Attention": its quantized form (QAttention) has no attention-bias input, so it silently
-    drops T5's relative position bias (a pointer-head model fell from 0.715 to 0.275 eval EM).
-    Fusion splits the encoder's Attention back into a q/k/v MatMul (quantized here) and an MHA.
-    """
-    return ("MatMul", "Gather") if embeddings else ("MatMul",)
-
-
 def quantize_int8(
     source: Path,
     target: Path,
     files: list[str],
     quantization: Quantization,
-    op_types: Callable[[str, bool], tuple[str, ...]] = t5_int8_ops,
+    op_types: Callable[[str, bool], tuple[str, ...]],
     *,
     subgraphs: bool = False,
 ) -> dict:

@@ -55,10 +55,11 @@ def _write(directory: Path, manifest: dict, checkpoint: Checkpoint) -> None:
     write_manifest(directory, manifest)
 
 
-def _quantize(fp32: Path, scratch: Path, files: list[str], options: ExportOptions, kind_ops) -> tuple[Path, dict]:
+def _quantize(fp32: Path, scratch: Path, files: list[str], options: ExportOptions, kind_ops, log) -> tuple[Path, dict]:
     """The quantized copy of the fp32 graphs (or the fp32 directory itself), and what was done."""
     if options.quantize is Precision.NONE:
         return fp32, {}
+    log(f"converting to {options.quantize.value}")
     stage = scratch / "model"
     stage.mkdir()
     if options.quantize is Precision.INT8:
@@ -70,6 +71,45 @@ def _quantize(fp32: Path, scratch: Path, files: list[str], options: ExportOption
         if (fp32 / config_file).is_file():
             shutil.copyfile(fp32 / config_file, stage / config_file)
     return stage, details
+
+
+def _manifest(source: Checkpoint, options: ExportOptions, built, name: str) -> dict:
+    """The manifest of the fp32 graphs (quantization, sizes and parity are added as they happen)."""
+    return {
+        "format_version": MANIFEST_VERSION,
+        "name": name,
+        "kind": "encoder-pointer" if source.encoder_pointer else "t5",
+        "profile": options.name,
+        "options": options.to_json(),
+        "architecture": built.architecture,
+        "pointer": source.spec.to_json(),
+        "decoder_layout": options.layout.value,
+        "quantization": "none",
+        "source": {"checkpoint": source.name, "sha256": source.sha256},
+        "versions": _versions(),
+        **built.manifest,
+    }
+
+
+def _parity(model, source, options, data, fp32, stage, trims, threads, log) -> dict:
+    """The parity figures against the checkpoint (raises ModelError where fp32 differs from PyTorch)."""
+    where = str(data or EVAL_SAMPLE)
+    if options.parity_rows <= 0:
+        return {"skipped": True, "data": where}
+    log(f"checking parity on {options.parity_rows} rows of {where}")
+    figures = parity.check(
+        model,
+        source.spec,
+        source.source,
+        read_examples(data or EVAL_SAMPLE),
+        rows=options.parity_rows,
+        fp32_dir=fp32,
+        quantized_dir=stage if stage != fp32 else None,
+        trimmed_decoder=trims["keep_decoder"] is not None,
+        encoder_ids=trims["keep_encoder"],
+        threads=threads,
+    )
+    return {**figures, "data": where}
 
 
 def export_model(
@@ -97,7 +137,7 @@ def export_model(
     """
     for module in ("torch", "transformers", "optimum", "onnx"):
         require(module, "export")
-    from mtop_edge.modeling.torch_engine import is_pointer_head_checkpoint, load_checkpoint
+    from mtop_edge.modeling.torch_engine import is_pointer_head_checkpoint
 
     out = Path(out)
     if out.exists() and not overwrite:
@@ -109,7 +149,7 @@ def export_model(
     )
     for note in notes:
         log(note)
-    model = encoder_pointer.load_model(source.path) if source.encoder_pointer else load_checkpoint(source.path)
+    model = kind.load_model(source.path)
     log(f"loaded {checkpoint}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters")
     spec = source.spec
     keep_decoder = decoder_ids(spec) if options.trim else None
@@ -120,40 +160,19 @@ def export_model(
     try:
         fp32 = scratch / "fp32"
         fp32.mkdir()
-        if source.encoder_pointer:
-            built = kind.write_graphs(model, spec, options, fp32, log=log)
-        else:
-            built = kind.write_graphs(
-                model, spec, options, fp32, keep_decoder=keep_decoder, keep_encoder=keep_encoder, log=log
-            )
-        manifest = {
-            "format_version": MANIFEST_VERSION,
-            "name": name or Path(str(checkpoint).rstrip("/")).name,
-            "kind": "encoder-pointer" if source.encoder_pointer else "t5",
-            "profile": options.name,
-            "options": options.to_json(),
-            "architecture": built.architecture,
-            "pointer": spec.to_json(),
-            "decoder_ids": keep_decoder,
-            "encoder_ids": keep_encoder,
-            "decoder_layout": options.layout.value,
-            "quantization": "none",
-            "source": {"checkpoint": str(checkpoint), "sha256": source.sha256},
-            "versions": _versions(),
-            **built.manifest,
-        }
-        if not source.encoder_pointer:  # optimum's exporter patches the model and its config: parity needs a fresh one
+        trims = {"keep_decoder": keep_decoder, "keep_encoder": keep_encoder}
+        built = kind.write_graphs(model, spec, options, fp32, **trims, log=log)
+        manifest = _manifest(source, options, built, name or Path(str(checkpoint).rstrip("/")).name)
+        manifest.update(decoder_ids=keep_decoder, encoder_ids=keep_encoder)
+        if kind.PARITY_NEEDS_FRESH_MODEL:
             del model
-            model = load_checkpoint(source.path)
+            model = kind.load_model(source.path)
         keep = {*built.files, *OPTIMUM_CONFIGS}
         for path in fp32.iterdir():  # tokenizer copies and the like: the runtime reads its source tokenizer only
             if path.name not in keep:
                 path.unlink()
         _write(fp32, manifest, source)
-        if options.quantize is not Precision.NONE:
-            log(f"converting to {options.quantize.value}")
-        kind_ops = encoder_pointer.int8_ops if source.encoder_pointer else graphs.t5_int8_ops
-        stage, details = _quantize(fp32, scratch, built.files, options, kind_ops)
+        stage, details = _quantize(fp32, scratch, built.files, options, kind.int8_ops, log)
         if details:
             manifest.update(quantization=options.quantize.value, quantization_details=details)
         if options.optimize != "none":
@@ -162,24 +181,7 @@ def export_model(
             manifest["shared_weights"] = shared = share_weights(stage, built.files)
             log(f"shared weights: {shared['bytes_before'] / 1e6:.2f} MB -> {shared['bytes_after'] / 1e6:.2f} MB")
         _write(stage, manifest, source)
-        examples = read_examples(data or EVAL_SAMPLE)
-        if options.parity_rows > 0:
-            log(f"checking parity on {options.parity_rows} rows of {data or EVAL_SAMPLE}")
-            manifest["parity"] = parity.check(
-                model,
-                spec,
-                source.source,
-                examples,
-                rows=options.parity_rows,
-                fp32_dir=fp32,
-                quantized_dir=stage if stage != fp32 else None,
-                trimmed_decoder=keep_decoder is not None,
-                encoder_ids=keep_encoder,
-                threads=threads,
-            )
-        else:
-            manifest["parity"] = {"skipped": True}
-        manifest["parity"]["data"] = str(data or EVAL_SAMPLE)
+        manifest["parity"] = _parity(model, source, options, data, fp32, stage, trims, threads, log)
         _write(stage, manifest, source)
         (stage / "README.md").write_text(model_card(manifest, checkpoint, profile))
         if out.exists():  # --overwrite: swap the old directory out only now that the new one is complete
