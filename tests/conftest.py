@@ -200,3 +200,32 @@ def fp32_server(tiny_export_fp32):
     server = Server("--max-wait-ms", "20", "--max-items", "8", "--max-body-bytes", "4096", model=tiny_export_fp32[0])
     yield server
     assert server.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local two-CPU Ray cluster for every Ray test (CI pays its start once). The Data and the Serve
+    tests live in separate modules so that the Serve replicas (one CPU each) are gone before the
+    Data actors ask for theirs."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    yield ray
+    from ray import serve
+
+    serve.shutdown()
+    ray.shutdown()
+
+
+def ray_worker_pids(fragment: str) -> list[int]:
+    """Processes whose title (``ray::ClassName...``, set by Ray) contains ``fragment``: the Ray
+    actors to kill, found without Ray's state API (which needs the dashboard the tests leave off)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if title.startswith("ray::") and fragment in title:
+                pids.append(int(entry.name))
+    return sorted(pids)

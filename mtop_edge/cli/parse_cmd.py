@@ -50,9 +50,27 @@ from mtop_edge.errors import InputError, MtopEdgeError
 @constraints_option
 @click.option("--truncate", is_flag=True, help="Parse only the first words the model can point to (flagged).")
 @min_confidence_option
+@click.option("--ray", "on_ray", is_flag=True, help="Parse a corpus on Ray Data: UTTERANCE is a file or directory.")
+@click.option("--output", type=click.Path(file_okay=False, path_type=Path), help="--ray: a directory for the records.")
+@click.option("--actors", default=1, type=click.IntRange(min=1), help="--ray: parsing actors, one model each.")
+@click.option("--address", help="--ray: join this Ray cluster (default: start a local one).")
 @click.pass_context
 def command(
-    ctx, utterance, input_file, model_dir, device, threads, as_json, batch_size, constraints, truncate, min_confidence
+    ctx,
+    utterance,
+    input_file,
+    model_dir,
+    device,
+    threads,
+    as_json,
+    batch_size,
+    constraints,
+    truncate,
+    min_confidence,
+    on_ray,
+    output,
+    actors,
+    address,
 ) -> None:
     """Parse UTTERANCE into a logical form, or a stream of utterances.
 
@@ -60,7 +78,11 @@ def command(
     mtop-edge parse "set an alarm for 7am"
     mtop-edge parse --json "call mom"
     mtop-edge parse - < utterances.txt        one JSON object per input line
+    mtop-edge parse --ray corpus/ --output parsed/ --actors 4
     """
+    if on_ray:
+        _parse_on_ray(ctx, utterance, output, model_dir, device, threads, truncate, min_confidence, actors, address)
+        return
     from mtop_edge.runtime import Parser
 
     if input_file is None and utterance == "-":
@@ -130,3 +152,29 @@ def _stream(parser, handle, chunk: int, truncate: bool) -> int:
             flush()
     flush()
     return failures
+
+
+def _parse_on_ray(ctx, source, output, model_dir, device, threads, truncate, min_confidence, actors, address) -> None:
+    """A corpus on Ray Data (mtop_edge/corpus.py); exits 1 when some lines failed."""
+    from mtop_edge.errors import require
+
+    require("ray", "ray")
+    from mtop_edge.corpus import CorpusOptions, parse_corpus
+
+    if source is None or output is None:
+        raise click.UsageError("--ray needs an INPUT file or directory and --output DIR")
+    options = CorpusOptions(
+        model=str(model_dir) if model_dir else None,
+        device=device,
+        threads=threads or 1,
+        constraints=chosen_constraints(ctx, ctx.params.get("constraints")),
+        truncate=truncate,
+        min_confidence=min_confidence,
+    )
+    path = Path(source)
+    if not path.exists():
+        raise click.BadParameter(f"{source}: no such file or directory", param_hint="INPUT")
+    summary = parse_corpus(path, output, options, actors=actors, address=address, log=lambda s: click.echo(s, err=True))
+    if summary["failed"]:
+        click.echo(f"{summary['failed']} line(s) could not be parsed (see their error records)", err=True)
+        sys.exit(1)

@@ -71,8 +71,11 @@ from mtop_edge.errors import require
 )
 @min_confidence_option
 @click.option("--access-log/--no-access-log", default=False, help="Log every request (uvicorn's access log).")
+@click.option("--ray", "on_ray", is_flag=True, help="Serve on Ray Serve (the ray extra) instead of local workers.")
+@click.option("--replicas", default=1, type=click.IntRange(min=1), help="--ray: replicas, each with its own model.")
+@click.option("--address", help="--ray: join this Ray cluster (default: start a local one).")
 @click.pass_context
-def command(ctx, model_dir, host, port, device, threads, workers, **options) -> None:
+def command(ctx, model_dir, host, port, device, threads, workers, on_ray, replicas, address, **options) -> None:
     """Serve POST /v1/parse, GET /v1/model, /healthz, /readyz, /metrics, /openapi.json and a page at /.
 
     \b
@@ -97,6 +100,9 @@ def command(ctx, model_dir, host, port, device, threads, workers, **options) -> 
     settings = ServeSettings(
         model=model, device=device, threads=threads, host=host, port=port, workers=workers, **options
     )
+    if on_ray:
+        _serve_on_ray(settings, replicas, address)
+        return
     pool = shared_pool(ctx, device, threads) if workers == 1 else None  # each worker makes its own
     load = {"device": device, "threads": threads, "min_confidence": settings.min_confidence}
     parser = Parser.load(model, pool=pool, **load)  # a broken model fails here, in one line
@@ -109,3 +115,27 @@ def command(ctx, model_dir, host, port, device, threads, workers, **options) -> 
         return
     del parser  # each worker process loads its own
     sys.exit(Supervisor(settings, log=lambda line: click.echo(line, err=True)).run())
+
+
+def _serve_on_ray(settings, replicas: int, address: str | None) -> None:
+    """Ray Serve on ``address`` (or a local cluster) until SIGTERM/SIGINT, then shut it down."""
+    require("ray", "ray")
+    import signal
+    import threading
+
+    import ray
+    from ray import serve
+
+    from mtop_edge.serve.ray import DEPLOYMENT, deployment
+
+    ray.init(address=address, ignore_reinit_error=True, logging_level="ERROR", log_to_driver=False)
+    serve.start(http_options={"host": settings.host, "port": settings.port})
+    serve.run(deployment(settings, replicas), name=DEPLOYMENT, route_prefix="/", blocking=False)
+    where = f"{replicas} replica(s) on Ray {ray.__version__}, http://{settings.host}:{settings.port}"
+    click.echo(f"mtop-edge serve --ray: {where}", err=True)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    stop.wait()
+    serve.shutdown()
+    ray.shutdown()

@@ -137,12 +137,16 @@ class Service:
 
     async def http_error(self, request: Request, exc: HTTPException) -> Response:
         code = STATUS_CODES.get(exc.status_code, "http_error")
-        error = ApiError(exc.status_code, code, f"{request.method} {request.url.path}: {exc.detail}", exc.headers)
+        headers = dict(exc.headers or {})
+        if "Allow" in headers:  # Starlette joins a set: the same order in every process
+            headers["Allow"] = ", ".join(sorted(m.strip() for m in headers["Allow"].split(",")))
+        error = ApiError(exc.status_code, code, f"{request.method} {request.url.path}: {exc.detail}", headers)
         self.metrics.request("other", exc.status_code)
         return self.error_response(error)  # a 405 keeps Starlette's Allow header
 
-    def app(self, lifespan=None):
-        """The ASGI app: the routes behind the guard (body limits, read timeout, request ids)."""
+    def app(self, lifespan=None, *, request_ids: bool = True):
+        """The ASGI app: the routes behind the guard (body limits, read timeout and, unless a proxy in
+        front stamps them already, request ids)."""
         routes = [
             self.route("/", ["GET"], self.page),
             self.route("/v1/parse", ["POST"], self.parse),
@@ -153,7 +157,7 @@ class Service:
             self.route("/openapi.json", ["GET"], self.openapi),
         ]
         starlette = Starlette(routes=routes, exception_handlers={HTTPException: self.http_error}, lifespan=lifespan)
-        return Guard(starlette, self.settings, on_error=self.metrics.error)
+        return Guard(starlette, self.settings, on_error=self.metrics.error, request_ids=request_ids)
 
 
 def create_app(parser: Parser, settings: ServeSettings | None = None, metrics: Metrics | None = None):

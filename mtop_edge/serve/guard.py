@@ -36,8 +36,15 @@ def error_body(status: int, code: str, message: str) -> bytes:
 class Guard:
     """Wraps an ASGI app; ``on_error(code)`` is told of every request the guard answers itself."""
 
-    def __init__(self, app, settings: ServeSettings, on_error: Callable[[str], None] = lambda _: None) -> None:
-        self.app, self.settings, self.on_error = app, settings, on_error
+    def __init__(
+        self,
+        app,
+        settings: ServeSettings,
+        on_error: Callable[[str], None] = lambda _: None,
+        *,
+        request_ids: bool = True,
+    ) -> None:
+        self.app, self.settings, self.on_error, self.request_ids = app, settings, on_error, request_ids
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -50,7 +57,7 @@ class Guard:
         stamp = (REQUEST_ID.encode(), request_id.encode())
 
         async def send_with_id(message) -> None:
-            if message["type"] == "http.response.start":
+            if message["type"] == "http.response.start" and self.request_ids:
                 message = {**message, "headers": [*message.get("headers", []), stamp]}
             await send(message)
 

@@ -1,0 +1,88 @@
+"""The service on a local Ray cluster: Ray Serve keeps the native HTTP contract, and a replica
+killed mid-run loses no request."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+pytest.importorskip("ray")
+
+from mtop_edge.runtime import Parser
+from mtop_edge.serve.settings import ServeSettings
+
+from .conftest import SAMPLES, free_port, ray_worker_pids
+from .test_serve import BAD, _without_confidences
+
+UTTERANCES = [json.loads(line)["utterance"] for line in (SAMPLES / "eval_sample.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def ray_server(ray_cluster, tiny_export_fp32):
+    from ray import serve
+
+    from mtop_edge.serve.ray import DEPLOYMENT, deployment
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    settings = ServeSettings(model=str(tiny_export_fp32[0]), threads=1, max_items=8, max_body_bytes=4096)
+    serve.run(deployment(settings, replicas=2), name=DEPLOYMENT, route_prefix="/")
+    yield f"http://127.0.0.1:{port}"
+    serve.delete(DEPLOYMENT)
+
+
+def _replica_pids() -> list[int]:
+    return ray_worker_pids("ServeReplica:mtop-edge")
+
+
+def test_ray_serve_answers_as_the_in_process_parser(ray_server, tiny_export_fp32):
+    parser = Parser.load(tiny_export_fp32[0])
+    utterances = UTTERANCES[:200]
+    with ThreadPoolExecutor(8) as pool:
+        replies = list(
+            pool.map(lambda u: httpx.post(ray_server + "/v1/parse", json={"utterance": u}, timeout=60), utterances)
+        )
+    for utterance, reply in zip(utterances, replies, strict=True):
+        assert reply.status_code == 200, reply.text
+        assert _without_confidences(reply.json()) == _without_confidences(parser.parse(utterance).to_json())
+    batch = httpx.post(ray_server + "/v1/parse", json={"utterances": utterances[:8]}, timeout=60).json()
+    assert [r["logical_form"] for r in batch["results"]] == [parser.parse(u).logical_form for u in utterances[:8]]
+    assert httpx.get(ray_server + "/openapi.json").json()["paths"].keys() >= {"/v1/parse", "/v1/model", "/readyz"}
+
+
+def test_ray_serve_gives_the_native_servers_error_bodies(ray_server, fp32_server):
+    for what, method, path, body, headers, status, code in BAD:
+        native = httpx.request(method, fp32_server.url + path, content=body, headers=headers, timeout=60)
+        on_ray = httpx.request(method, ray_server + path, content=body, headers=headers, timeout=60)
+        assert (on_ray.status_code, on_ray.json()) == (native.status_code, native.json()), what
+        assert on_ray.status_code == status and on_ray.json()["error"]["code"] == code
+
+
+def test_a_killed_replica_loses_no_request(ray_server):
+    victim = _replica_pids()[0]
+
+    def ask(index: int):
+        try:
+            reply = httpx.post(ray_server + "/v1/parse", json={"utterance": UTTERANCES[index % 300]}, timeout=60)
+            return reply.status_code
+        except httpx.TransportError as exc:
+            return type(exc).__name__
+
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(ask, i) for i in range(160)]
+        time.sleep(0.5)
+        os.kill(victim, signal.SIGKILL)
+        outcomes = [f.result() for f in futures]
+    assert len(outcomes) == 160  # every request answered or reported
+    assert outcomes.count(200) >= 100 and all(o == 200 or o in (500, 502, 503) or isinstance(o, str) for o in outcomes)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and (len(_replica_pids()) < 2 or victim in _replica_pids()):
+        time.sleep(1)
+    assert len(_replica_pids()) == 2 and victim not in _replica_pids()  # Ray started a new replica
+    assert httpx.post(ray_server + "/v1/parse", json={"utterance": "call mom"}, timeout=60).status_code == 200
