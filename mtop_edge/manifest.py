@@ -17,7 +17,7 @@ from mtop_edge.layout import ATTENTION_MASK, INPUT_IDS, PLANS, DecoderLayout, Gr
 
 MANIFEST_FILE = "manifest.json"
 MODELS_DIR = Path(__file__).resolve().parent / "models"  # the embedded models, one directory each (package data)
-DEFAULT_MODEL = "edge-pointer"  # what `mtop-edge parse` uses without --model
+DEFAULT_MODEL = "minilm-pointer"  # what `mtop-edge parse` uses without --model
 DEFAULT_MODEL_DIR = MODELS_DIR / DEFAULT_MODEL
 MANIFEST_VERSION = 1
 WEIGHTS_FILE = "weights.bin"  # written by export/shared_weights.py when weights are stored once

@@ -37,8 +37,9 @@ def test_packaged_model_scores_what_its_manifest_records():
 def test_packaged_model_is_small_and_complete():
     manifest = Manifest.load(DEFAULT_MODEL_DIR)
     size = sum(p.stat().st_size for p in DEFAULT_MODEL_DIR.iterdir() if p.is_file())
-    assert size < 15 * 2**20
-    assert manifest.quantization == "int8"  # its card: fp32 (20 MB) is over the budget
+    assert size <= 30 * 10**6  # issue 29's budget for the int8 files
+    assert manifest.quantization == "int8"  # its card: fp32 (~100 MB) is far over the budget
+    assert manifest.raw["kind"] == "encoder-pointer"
     assert manifest.raw["source"]["sha256"] in (DEFAULT_MODEL_DIR / "README.md").read_text()
 
 
@@ -54,7 +55,7 @@ def test_json_says_which_model_answered_and_gives_offsets():
     assert result.exit_code == 0, result.output
     record = json.loads(result.output)
     model_id = Manifest.load(DEFAULT_MODEL_DIR).model_id
-    assert record["model"] == model_id and model_id.startswith("edge-pointer@616524d95dff")
+    assert record["model"] == model_id and model_id.startswith("minilm-pointer@14fa3ce0c2fc")
     # offsets checked against a hand count ("wake me up " is 11 characters), not against the slice they make
     (slot,) = record["slots"]
     assert {k: slot[k] for k in ("label", "text", "start", "end")} == {
@@ -69,4 +70,4 @@ def test_json_says_which_model_answered_and_gives_offsets():
 def test_version_names_the_default_model():
     result = CliRunner().invoke(cli, ["--version"])
     assert result.exit_code == 0
-    assert "default model: edge-pointer@616524d95dff" in result.output
+    assert "default model: minilm-pointer@14fa3ce0c2fc" in result.output
