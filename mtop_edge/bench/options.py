@@ -18,7 +18,7 @@ class BenchOptions:
     threads: list[int] = field(default_factory=lambda: [1, 2])
     batch_sizes: list[int] = field(default_factory=lambda: [1, 8, 32, 128])
     rows: int = 200
-    throughput_rows: int = 1024  # 256 rows gave 8 requests at batch 32: +-15% between runs
+    throughput_rows: int = 1024  # fewer rows make batch-32 figures move between runs (benchmarks/README.md)
     warmup: int = 10
     out: Path = Path("benchmarks/results")
     work: Path = Path("benchmarks/.work")

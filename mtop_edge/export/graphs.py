@@ -74,7 +74,7 @@ def export_onnx(model, out: Path, *, opset: int = 0, merged: bool = False) -> li
     return [ENCODER, DECODER_MERGED]
 
 
-INT4_BLOCK = 128  # weights per scale; block 32 was 24% slower at batch 1 on the mT5-small shape
+INT4_BLOCK = 128  # weights per scale; block 32 was slower at batch 1 (benchmarks/README.md, "4-bit decoder weights")
 INT4_ACCURACY_LEVEL = 4  # int8 activations in the kernel (level 1, fp32, was slower than int8 weights)
 
 

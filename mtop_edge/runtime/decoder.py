@@ -163,7 +163,7 @@ class GreedyDecoder:
         """Rebinds ``step`` to the ``keep`` rows only (CPU): every per-row input, and the logits into ``logits``.
 
         A batch's longest output sets its number of steps, and most rows end well before it (eval
-        rows in sorted 12-row slices: 35% of the row-steps fed a finished row): a step now costs what
+        rows in sorted slices: benchmarks/README.md, "Rows that are done leave the batch"): a step now costs what
         the rows still decoded cost. ``constant`` is updated in place; returns the self-attention past
         as OrtValues and the host arrays under them, which must outlive the next step.
         """
