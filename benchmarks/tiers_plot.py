@@ -1,9 +1,11 @@
 """Exact match against batch-1 latency and file size, one point per model tier.
 
-    python benchmarks/tiers_plot.py BENCH_JSON [--out benchmarks/results/tiers.png]
+    python benchmarks/tiers_plot.py BENCH_JSON... [--model NAME=DIR] [--measure DIR] [--out PNG]
 
-Latency and size come from one `mtop-edge bench` run (its JSON: the int8 mtop-edge engine at one
-thread, batch 1); exact match from each model's manifest (``evaluation.eval``: all 2,235 eval rows,
+Latency and size come from `mtop-edge bench` runs (their JSON: the int8 mtop-edge engine at one
+thread, batch 1), or, for an export whose checkpoint is not at hand (``--measure DIR``: the tiny
+tier), from timing it here the bench's way (the eval sample's first 200 utterances one by one after
+10 untimed, one thread, p50); exact match from each model's manifest (``evaluation.eval``: all 2,235 eval rows,
 int8, constrained) where the bench measured a trained model, and from the published card for the
 mT5-small reference (0.7445), whose weights are not available here: its point uses the latency and
 size the bench measured on a model of its shape.
@@ -33,17 +35,41 @@ def points(bench: dict, models: dict[str, Path]) -> list[dict]:
             label, em = PUBLISHED[name]
         elif name in models:
             manifest = json.loads((models[name] / "manifest.json").read_text())
-            label, em = name, manifest["evaluation"]["eval"]["exact_match"]
+            label, em = manifest["name"], manifest["evaluation"]["eval"]["exact_match"]
         else:
             continue
         out.append({"label": label, "ms": row["p50_ms"], "mb": row["size_mb"], "em": em})
     return out
 
 
+def measured(directory: Path) -> dict:
+    """One point timed in this process, as the bench times batch 1."""
+    import statistics
+    import time
+
+    from mtop_edge.data import EVAL_SAMPLE
+    from mtop_edge.runtime import Parser, share_thread_pool
+
+    parser = Parser.load(directory, threads=1, pool=share_thread_pool(1))
+    utterances = [json.loads(line)["utterance"] for line in EVAL_SAMPLE.read_text().splitlines()]
+    for utterance in utterances[:10]:
+        parser.parse(utterance)
+    times = []
+    for utterance in utterances[:200]:
+        begin = time.perf_counter()
+        parser.parse(utterance)
+        times.append((time.perf_counter() - begin) * 1000)
+    manifest = parser.manifest.raw
+    size = sum(p.stat().st_size for p in Path(parser.manifest.directory).iterdir() if p.is_file()) / 1e6
+    em = manifest["evaluation"]["eval"]["exact_match"]
+    return {"label": manifest["name"], "ms": round(statistics.median(times), 2), "mb": round(size, 1), "em": em}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("bench", type=Path, help="a bench run's JSON")
+    ap.add_argument("bench", type=Path, nargs="+", help="bench runs' JSON")
     ap.add_argument("--model", action="append", default=[], metavar="NAME=DIR", help="a bench model's export")
+    ap.add_argument("--measure", action="append", default=[], metavar="DIR", help="an export timed here")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/tiers.png"))
     args = ap.parse_args()
     import matplotlib
@@ -52,7 +78,8 @@ def main() -> None:
     import matplotlib.pyplot as plt
 
     models = {name: Path(path) for name, path in (m.split("=", 1) for m in args.model)}
-    data = points(json.loads(args.bench.read_text()), models)
+    data = [p for bench in args.bench for p in points(json.loads(bench.read_text()), models)]
+    data += [measured(Path(directory)) for directory in args.measure]
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for axis, key, label in ((left, "ms", "batch-1 latency, p50 (ms, one thread)"), (right, "mb", "files (MB)")):
         for point in data:
@@ -64,7 +91,7 @@ def main() -> None:
         axis.set_xscale("log")
         axis.grid(True, alpha=0.3)
     left.set_ylabel("eval exact match (MTOP en, int8, constrained)")
-    figure.suptitle(f"mtop-edge tiers ({bench_name(args.bench)})")
+    figure.suptitle(f"mtop-edge tiers ({', '.join(bench_name(b) for b in args.bench)})")
     figure.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(args.out, dpi=120)

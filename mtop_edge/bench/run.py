@@ -93,6 +93,10 @@ def bench_model(
                 f"{', '.join(others)} left out"
             )
             engines = [e for e in engines if e not in others]
+    if not engines:
+        asked = ", ".join(options.engines + [profile_kind(p) for p in options.profiles])
+        log(f"{name}: none of the engines asked for ({asked}) can run it; skipped")
+        return []
     log(
         f"{name}: {len(inputs.sources)} utterances, engines {', '.join(engines)}"
         + (f", {inputs.forced_steps} forced decoding steps" if inputs.forced_steps else "")

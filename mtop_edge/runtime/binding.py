@@ -60,4 +60,6 @@ class Binding:
     def run(self) -> list:
         """Run; returns the outputs in `order` as C-level OrtValues (``.numpy()`` views them on the CPU)."""
         self._run(self._binding, None)
-        return list(self._binding.get_outputs())
+        outputs = self._binding.get_outputs()
+        # by index: iterating the C-level vector (``list(outputs)``) costs ~6x more, ~50 us a step
+        return [outputs[i] for i in range(len(outputs))]
