@@ -18,6 +18,7 @@ from mtop_edge.cli import cli
 
 from .conftest import SAMPLES, ray_worker_pids
 
+LINES = 20000
 UTTERANCES = [json.loads(line)["utterance"] for line in (SAMPLES / "eval_sample.jsonl").read_text().splitlines()]
 
 
@@ -65,7 +66,7 @@ def test_ray_data_survives_a_killed_actor(ray_cluster, tiny_export_fp32, tmp_pat
     from mtop_edge.corpus import CorpusOptions, parse_corpus
 
     source = tmp_path / "corpus.txt"
-    _corpus(source, 6000, 500)
+    _corpus(source, LINES, 500)  # enough lines that the job outlives the first kill
     killed = []
 
     def kill_one():
@@ -73,10 +74,13 @@ def test_ray_data_survives_a_killed_actor(ray_cluster, tiny_export_fp32, tmp_pat
         while time.monotonic() < deadline and not killed:
             workers = ray_worker_pids("ParseActor")
             if workers:
-                time.sleep(1.0)  # let it take some batches first
-                os.kill(workers[0], signal.SIGKILL)
+                time.sleep(0.3)  # let it take a batch or two first
+                try:
+                    os.kill(workers[0], signal.SIGKILL)
+                except ProcessLookupError:  # gone already: look again
+                    continue
                 killed.append(workers[0])
-            time.sleep(0.2)
+            time.sleep(0.1)
 
     killer = threading.Thread(target=kill_one)
     killer.start()
@@ -85,5 +89,5 @@ def test_ray_data_survives_a_killed_actor(ray_cluster, tiny_export_fp32, tmp_pat
     killer.join()
     records = _records(tmp_path / "out")
     assert killed, "no actor was found to kill"
-    assert summary["rows"] == len(records) == 6000  # none lost, none doubled
-    assert [r["line"] for r in records] == list(range(1, 6001))
+    assert summary["rows"] == len(records) == LINES  # none lost, none doubled
+    assert [r["line"] for r in records] == list(range(1, LINES + 1))
