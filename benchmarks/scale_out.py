@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_load import MODES, SAMPLE, Server, drive, run
+from serve_load import MODES, Server, drive, run, sample_bodies
 
 from mtop_edge.bench.stats import percentile
 
@@ -35,27 +35,10 @@ RAY = str(Path(sys.executable).parent / "ray")  # the cluster a run started is s
 
 
 class RayServer(Server):
-    """`mtop-edge serve --ray` on a free port (its readiness deadline is Ray's start-up)."""
+    """`mtop-edge serve --ray` (its readiness deadline is Ray's start-up); its cluster is stopped after."""
 
     def __init__(self, args: list[str]) -> None:
-        import socket
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        command = [sys.executable, "-m", "mtop_edge", "serve", "--ray", "--port", str(self.port), *args]
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            try:
-                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        self.stop()
-        raise RuntimeError("Ray Serve did not start")
+        super().__init__(["--ray", *args], start_seconds=180)
 
     def stop(self) -> int:
         code = super().stop()
@@ -170,8 +153,7 @@ def main() -> None:
     arguments.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = arguments.parse_args()
 
-    utterances = [json.loads(line)["utterance"] for line in SAMPLE.read_text().splitlines()]
-    bodies = [json.dumps({"utterance": utterances[i % len(utterances)]}).encode() for i in range(args.requests)]
+    utterances, bodies = sample_bodies(args.requests)
     model_args = ["--threads", "1", *(["--model", args.model] if args.model else [])]
     result: dict = {"created": time.strftime("%Y-%m-%dT%H:%M:%S"), "rows": []}
     result["in_process_batch32_utt_per_s"] = in_process_batch32(args.model, utterances)

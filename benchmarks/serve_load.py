@@ -36,7 +36,9 @@ MODES = {  # "batching on" is the server's default; the soak runs it on one work
 
 
 class Server:
-    def __init__(self, args: list[str]) -> None:
+    """`mtop-edge serve ARGS` on a free 127.0.0.1 port, ready within ``start_seconds``."""
+
+    def __init__(self, args: list[str], start_seconds: float = 60) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -46,7 +48,7 @@ class Server:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.time() + 60
+        deadline = time.time() + start_seconds
         while time.time() < deadline:
             try:
                 if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
@@ -147,6 +149,12 @@ async def drive(
     return latencies, statuses, time.perf_counter() - started
 
 
+def sample_bodies(requests: int) -> tuple[list[str], list[bytes]]:
+    """The in-repo eval sample's utterances, and ``requests`` single-utterance request bodies of them."""
+    utterances = [json.loads(line)["utterance"] for line in SAMPLE.read_text().splitlines()]
+    return utterances, [json.dumps({"utterance": utterances[i % len(utterances)]}).encode() for i in range(requests)]
+
+
 def in_process_p50(model: str | None, threads: int, utterances: list[str]) -> float:
     from mtop_edge.runtime import Parser, share_thread_pool
 
@@ -174,8 +182,7 @@ def main() -> None:
     arguments.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = arguments.parse_args()
 
-    utterances = [json.loads(line)["utterance"] for line in SAMPLE.read_text().splitlines()]
-    bodies = [json.dumps({"utterance": utterances[i % len(utterances)]}).encode() for i in range(args.requests)]
+    utterances, bodies = sample_bodies(args.requests)
     model_args = ["--threads", str(args.threads), *(["--model", args.model] if args.model else [])]
     result: dict = {"created": time.strftime("%Y-%m-%dT%H:%M:%S"), "threads": args.threads, "rows": []}
     result["in_process_p50_ms"] = round(in_process_p50(args.model, args.threads, utterances), 3)

@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 PUBLISHED = {"mt5-small-shape": ("mT5-small (published EM)", 0.7445)}
 
@@ -43,26 +46,17 @@ def points(bench: dict, models: dict[str, Path]) -> list[dict]:
 
 
 def measured(directory: Path) -> dict:
-    """One point timed in this process, as the bench times batch 1."""
-    import statistics
-    import time
+    """One point timed in this process, as the bench times batch 1 (serve_load.in_process_p50)."""
+    from serve_load import in_process_p50, sample_bodies
 
-    from mtop_edge.data import EVAL_SAMPLE
-    from mtop_edge.runtime import Parser, share_thread_pool
+    from mtop_edge.manifest import Manifest
 
-    parser = Parser.load(directory, threads=1, pool=share_thread_pool(1))
-    utterances = [json.loads(line)["utterance"] for line in EVAL_SAMPLE.read_text().splitlines()]
-    for utterance in utterances[:10]:
-        parser.parse(utterance)
-    times = []
-    for utterance in utterances[:200]:
-        begin = time.perf_counter()
-        parser.parse(utterance)
-        times.append((time.perf_counter() - begin) * 1000)
-    manifest = parser.manifest.raw
-    size = sum(p.stat().st_size for p in Path(parser.manifest.directory).iterdir() if p.is_file()) / 1e6
-    em = manifest["evaluation"]["eval"]["exact_match"]
-    return {"label": manifest["name"], "ms": round(statistics.median(times), 2), "mb": round(size, 1), "em": em}
+    manifest = Manifest.load(directory)
+    utterances, _ = sample_bodies(0)
+    size = sum(p.stat().st_size for p in Path(manifest.directory).iterdir() if p.is_file()) / 1e6
+    em = manifest.raw["evaluation"]["eval"]["exact_match"]
+    ms = in_process_p50(str(manifest.directory), 1, utterances)
+    return {"label": manifest.raw["name"], "ms": round(ms, 2), "mb": round(size, 1), "em": em}
 
 
 def main() -> None:

@@ -78,10 +78,11 @@ def load_config(
             else:
                 problems.append(f"{f.name} must be one of {', '.join(valid)}, got {value!r}")
             continue
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        takes_float = expected is float or float in typing.get_args(expected)  # also `float | None`
+        if takes_float and isinstance(value, int) and not isinstance(value, bool):
             values[f.name] = value = float(value)
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-            problems.append(f"{f.name} must be {expected.__name__}, got {value!r}")
+            problems.append(f"{f.name} must be {getattr(expected, '__name__', expected)}, got {value!r}")
         elif f.name in choices and value not in choices[f.name]:
             problems.append(f"{f.name} must be one of {', '.join(map(str, choices[f.name]))}, got {value!r}")
     if problems:

@@ -15,10 +15,14 @@ import json
 import shutil
 import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
+
+from mtop_edge.lines import parse_records, read_line
 
 SUFFIXES = (".txt", ".jsonl")
 BLOCK_BYTES = 64 << 10  # ~800 lines: the unit one actor takes at a time
@@ -55,28 +59,11 @@ def input_files(path: Path) -> list[Path]:
 
 def split_lines(row: dict) -> list[dict]:
     """One file's bytes -> a row per line: source, line number, and the utterance or why there is none."""
-    source, data = row["path"], row["bytes"]
+    source = row["path"]
     jsonl = source.endswith(".jsonl")
     rows = []
-    for number, raw in enumerate(data.splitlines(), start=1):
-        utterance, error = None, None
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            error = f"invalid UTF-8 at byte {exc.start}"
-        else:
-            if jsonl:
-                try:
-                    value = json.loads(text)
-                    utterance = value["utterance"] if isinstance(value, dict) else None
-                    if not isinstance(utterance, str):
-                        error, utterance = 'expected {"utterance": "..."}', None
-                except json.JSONDecodeError as exc:
-                    error = f"not JSON ({exc.msg})"
-            else:
-                utterance = text
-            if utterance is not None and not utterance.strip():
-                error, utterance = "empty utterance: nothing to parse", None
+    for number, raw in enumerate(row["bytes"].splitlines(), start=1):
+        utterance, error = read_line(raw, jsonl)
         # plain strings only ("" = none): columnar formats turn None into NaN
         rows.append({"source": source, "line": number, "utterance": utterance or "", "error": error or ""})
     return rows
@@ -98,20 +85,16 @@ class ParseActor:
             min_confidence=options.min_confidence,
         )
         self.truncate = options.truncate
-        self.model = self.parser.manifest.model_id
 
     def __call__(self, batch: dict) -> dict:
-        sources, lines = [str(s) for s in batch["source"]], [int(n) for n in batch["line"]]
-        utterances, errors = [str(u) for u in batch["utterance"]], [str(e) for e in batch["error"]]
-        good = [i for i, error in enumerate(errors) if not error]
-        results = iter(self.parser.parse_batch([utterances[i] for i in good], truncate=self.truncate, strict=False))
-        records = []
-        for i in range(len(sources)):
-            where = {"source": sources[i], "line": lines[i]}
-            if errors[i]:
-                records.append({**where, "utterance": utterances[i] or None, "error": errors[i]})
-            else:
-                records.append({**where, **next(results).to_json(), "model": self.model})
+        sources = [str(s) for s in batch["source"]]
+        lines = [
+            ({"source": source, "line": int(number)}, str(utterance) or None, str(error) or None)
+            for source, number, utterance, error in zip(
+                sources, batch["line"], batch["utterance"], batch["error"], strict=True
+            )
+        ]
+        records = parse_records(self.parser, lines, self.truncate)
         return {
             "source": np.array(sources, dtype=object),
             "record": np.array([json.dumps(r, ensure_ascii=False) for r in records], dtype=object),
@@ -159,23 +142,21 @@ def parse_corpus(
     scratch = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
     counts = {"rows": 0, "failed": 0}
     names = {str(f.resolve()): scratch / (f.name + ".jsonl") for f in files}  # a.txt -> a.txt.jsonl
-    handles: dict[str, object] = {}
     try:
-        for batch in parsed.iter_batches(batch_size=None, batch_format="numpy"):
-            for source, record, failed in zip(batch["source"], batch["record"], batch["failed"], strict=True):
-                if source not in handles:
-                    handles[source] = names[str(Path(source).resolve())].open("w", encoding="utf-8")
-                handles[source].write(record + "\n")
-                counts["rows"] += 1
-                counts["failed"] += bool(failed)
-        for handle in handles.values():
-            handle.close()
+        with ExitStack() as open_files:
+            handles: dict[str, TextIO] = {}
+            for batch in parsed.iter_batches(batch_size=None, batch_format="numpy"):
+                for source, record, failed in zip(batch["source"], batch["record"], batch["failed"], strict=True):
+                    if source not in handles:
+                        target = names[str(Path(source).resolve())]
+                        handles[source] = open_files.enter_context(target.open("w", encoding="utf-8"))
+                    handles[source].write(record + "\n")
+                    counts["rows"] += 1
+                    counts["failed"] += bool(failed)
         if output.exists():
             output.rmdir()  # empty: checked above
         scratch.rename(output)
     finally:
-        for handle in handles.values():
-            handle.close()
         shutil.rmtree(scratch, ignore_errors=True)
     seconds = time.perf_counter() - started
     done = f"parsed {counts['rows']} lines from {len(files)} file(s) into {output} in {seconds:.1f} s"

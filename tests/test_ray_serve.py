@@ -86,3 +86,19 @@ def test_a_killed_replica_loses_no_request(ray_server):
         time.sleep(1)
     assert len(_replica_pids()) == 2 and victim not in _replica_pids()  # Ray started a new replica
     assert httpx.post(ray_server + "/v1/parse", json={"utterance": "call mom"}, timeout=60).status_code == 200
+
+
+def test_serve_run_arguments_are_typed_and_checked():
+    from mtop_edge.config import ConfigError
+    from mtop_edge.config import field_types as types
+    from mtop_edge.serve.ray import _typed, app
+
+    fields = types(ServeSettings)
+    assert _typed("16", fields["max_batch"]) == 16 and _typed("2", fields["threads"]) == 2
+    assert _typed("0.5", fields["min_confidence"]) == 0.5 and _typed("yes", fields["access_log"]) is True
+    assert _typed(3, fields["max_batch"]) == 3  # a YAML value keeps its type
+    app({"model": "/srv/model", "max_batch": "16", "min_confidence": 1, "replicas": "2"})
+    with pytest.raises(ConfigError, match="max_batch must be int"):
+        app({"max_batch": "many"})
+    with pytest.raises(ConfigError, match="unknown field"):
+        app({"modle": "/srv/model"})

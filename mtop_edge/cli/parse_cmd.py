@@ -15,6 +15,7 @@ from mtop_edge.cli.options import (
     min_confidence_option,
     shared_pool,
 )
+from mtop_edge.core.source import EMPTY_UTTERANCE
 from mtop_edge.errors import InputError, MtopEdgeError
 
 
@@ -91,7 +92,7 @@ def command(
     if (utterance is None) == (input_file is None):
         raise click.UsageError("give one UTTERANCE, or --input FILE / - for a stream")
     if utterance is not None and not utterance.strip():
-        raise InputError("empty utterance: nothing to parse")
+        raise InputError(EMPTY_UTTERANCE)
     parser = Parser.load(
         model_dir,
         device=device,
@@ -123,31 +124,20 @@ def command(
 
 def _stream(parser, handle, chunk: int, truncate: bool) -> int:
     """Parse a line-per-utterance stream in chunks of lines; a bad line yields an error record, not a stop."""
+    from mtop_edge.lines import parse_records, read_line
+
     failures = 0
-    pending: list[tuple[int, str | None, str | None]] = []
+    pending: list = []
 
     def flush() -> None:
         nonlocal failures
-        good = [(n, text) for n, text, error in pending if error is None]
-        results = iter(parser.parse_batch([t for _, t in good], truncate=truncate, strict=False))
-        for number, text, error in pending:
-            if error is not None:
-                record = {"line": number, "utterance": text, "error": error}
-            else:
-                result = next(results)
-                record = {"line": number, **result.to_json(), "model": parser.manifest.model_id}
+        for record in parse_records(parser, pending, truncate):
             failures += "error" in record
             click.echo(json.dumps(record, ensure_ascii=False))
         pending.clear()
 
     for number, raw in enumerate(handle, start=1):
-        raw = raw.rstrip(b"\r\n")
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            pending.append((number, None, f"invalid UTF-8 at byte {exc.start}"))
-        else:
-            pending.append((number, text, None if text.strip() else "empty utterance: nothing to parse"))
+        pending.append(({"line": number}, *read_line(raw.rstrip(b"\r\n"))))
         if len(pending) >= chunk:
             flush()
     flush()

@@ -24,6 +24,8 @@ from mtop_edge.errors import InputError, ModelError
 WordSplitter = Callable[[str], list[Word]]
 WORD_INDEX = "word_index"  # the encoder input of word-piece models: each word's first-piece position, -1 past the last
 
+EMPTY_UTTERANCE = "empty utterance: nothing to parse"  # every interface says it in these words
+
 
 def load_sentencepiece(path: str | Path) -> spm.SentencePieceProcessor:
     """Load a sentencepiece model, naming the file if it is missing or corrupt."""
@@ -105,7 +107,7 @@ class SourceEncoder:
         """
         words = self.split(utterance)
         if not words:
-            raise InputError("empty utterance: nothing to parse")
+            raise InputError(EMPTY_UTTERANCE)
         limit = self.spec.vocab.max_pointers
         if len(words) <= limit:
             return words, False

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from mtop_edge.runtime import Parser
+from mtop_edge.runtime import Parser, share_thread_pool
 from mtop_edge.runtime.results import ParseResult
 from mtop_edge.serve.batcher import Batcher, DrainingError, QueueFullError
 from mtop_edge.serve.guard import Guard
@@ -158,6 +158,19 @@ class Service:
         ]
         starlette = Starlette(routes=routes, exception_handlers={HTTPException: self.http_error}, lifespan=lifespan)
         return Guard(starlette, self.settings, on_error=self.metrics.error, request_ids=request_ids)
+
+
+def load_parser(settings: ServeSettings) -> Parser:
+    """The parser one worker process or Ray replica serves: loaded once, with its own thread pool on a
+    CPU (the process runs no other onnxruntime sessions)."""
+    pool = share_thread_pool(settings.threads) if settings.device == "cpu" else None
+    return Parser.load(
+        settings.model,
+        device=settings.device,
+        threads=settings.threads,
+        pool=pool,
+        min_confidence=settings.min_confidence,
+    )
 
 
 def create_app(parser: Parser, settings: ServeSettings | None = None, metrics: Metrics | None = None):

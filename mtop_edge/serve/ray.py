@@ -11,7 +11,8 @@ model=DIR replicas=2``.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import asdict, fields
+import typing
+from dataclasses import asdict
 
 from ray import serve
 
@@ -27,19 +28,11 @@ class RayParser:
     """One replica: a loaded Parser behind the service's ASGI app."""
 
     def __init__(self, settings: dict) -> None:
-        from mtop_edge.runtime import Parser, share_thread_pool
-        from mtop_edge.serve.app import Service, model_summary
+        from mtop_edge.serve.app import Service, load_parser, model_summary
         from mtop_edge.serve.metrics import Metrics
 
         self.settings = ServeSettings(**settings)
-        pool = share_thread_pool(self.settings.threads) if self.settings.device == "cpu" else None
-        self.parser = Parser.load(
-            self.settings.model,
-            device=self.settings.device,
-            threads=self.settings.threads,
-            pool=pool,
-            min_confidence=self.settings.min_confidence,
-        )
+        self.parser = load_parser(self.settings)
         self.metrics = Metrics()
         self.batched.set_max_batch_size(self.settings.max_batch)
         self.batched.set_batch_wait_timeout_s(self.settings.max_wait_ms / 1000)
@@ -94,17 +87,26 @@ def deployment(settings: ServeSettings, replicas: int = 1):
 
 def app(args: dict):
     """The ``serve run mtop_edge.serve.ray:app model=DIR replicas=2 max_batch=32`` target: ``args`` are
-    ServeSettings fields (as text) plus ``replicas``."""
-    types = {f.name: f.type for f in fields(ServeSettings)}
-    values = {}
-    for key, text in args.items():
-        if key == "replicas":
-            continue
-        kind = str(types[key])
-        if kind == "bool":
-            values[key] = str(text).lower() in ("1", "true", "yes")
-        elif "int" in kind or "float" in kind:
-            values[key] = (int if "int" in kind else float)(text)
-        else:
-            values[key] = str(text)
-    return deployment(ServeSettings(**values), int(args.get("replicas", 1)))
+    ServeSettings fields plus ``replicas``, as text (``serve run``) or typed (a ``serve deploy`` YAML).
+
+    Raises:
+        ConfigError: an unknown field, or a value of the wrong type (all of them named at once).
+    """
+    from mtop_edge.config import field_types, load_config
+
+    types = field_types(ServeSettings)
+    values = {key: _typed(value, types.get(key, str)) for key, value in args.items() if key != "replicas"}
+    return deployment(load_config(ServeSettings, None, values), int(args.get("replicas", 1)))
+
+
+def _typed(value, annotation):
+    """``value`` as the field's type when it came as text (``X | None`` fields take X)."""
+    kind = next((t for t in typing.get_args(annotation) if t is not type(None)), annotation)
+    if not isinstance(value, str) or kind is str:
+        return value
+    if kind is bool:
+        return value.strip().lower() in ("1", "true", "yes")
+    try:
+        return kind(value)
+    except ValueError:
+        return value  # load_config names the field and the type it wanted

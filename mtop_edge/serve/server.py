@@ -58,18 +58,10 @@ def serve_app(app, settings: ServeSettings, sock: socket.socket | None = None) -
 
 def worker_main(settings: ServeSettings, index: int, inherited: socket.socket | None = None) -> None:
     """One worker process: load the model, bind (or take the shared socket), serve."""
-    from mtop_edge.runtime import Parser, share_thread_pool
-    from mtop_edge.serve.app import create_app
+    from mtop_edge.serve.app import create_app, load_parser
     from mtop_edge.serve.metrics import Metrics
 
-    pool = share_thread_pool(settings.threads) if settings.device == "cpu" else None
-    parser = Parser.load(
-        settings.model,
-        device=settings.device,
-        threads=settings.threads,
-        pool=pool,
-        min_confidence=settings.min_confidence,
-    )
+    parser = load_parser(settings)
     sock = inherited or listening_socket(settings.host, settings.port, reuse_port=True)
     serve_app(create_app(parser, settings, Metrics(worker=index)), settings, sock)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from mtop_edge.core.source import EMPTY_UTTERANCE
+
 
 class ApiError(Exception):
     """A client error: ``status`` (4xx, or 503), ``code`` and a one-line message."""
@@ -59,7 +61,7 @@ def read_parse_request(body: bytes, *, max_items: int) -> ParseRequest:
         if not isinstance(utterance, str):
             raise ApiError(422, "invalid_request", f"utterance must be a string, got {type(utterance).__name__}")
         if not utterance.strip():
-            raise ApiError(422, "empty_utterance", "empty utterance: nothing to parse")
+            raise ApiError(422, "empty_utterance", EMPTY_UTTERANCE)
         _check_unicode(utterance, "utterance")
         return ParseRequest([utterance], True, truncate)
     utterances = payload["utterances"]
