@@ -78,6 +78,36 @@ def test_fp32_export_decodes_as_pytorch_does_token_for_token(
         assert got == expected
 
 
+def test_fused_decoder_step_is_the_unfused_one_in_fewer_nodes(
+    tiny_encoder_pointer_model, tiny_encoder_pointer_export_fp32, tmp_path
+):
+    import onnx
+
+    from .conftest import export_tiny
+
+    fused_dir, fused = tiny_encoder_pointer_export_fp32
+    plain_dir = tmp_path / "unfused"
+    plain = export_tiny(tiny_encoder_pointer_model, plain_dir, quantize="none", fuse=False, parity_rows=0)
+    layers = json.loads((tiny_encoder_pointer_model[0] / "config.json").read_text())["num_decoder_layers"]
+    step = fused["fusion"]["decoder_with_past_model.onnx"]
+    assert step["MultiHeadAttention"] == 2 * layers and step["MatMuls packed"] == 2 * layers + 1
+    assert "fusion" not in plain
+
+    def ops(directory):
+        graph = onnx.load(str(directory / "decoder_with_past_model.onnx"), load_external_data=False).graph
+        return [n.op_type for n in graph.node]
+
+    # the head reshapes are in the kernel; one transpose is left, the pointer keys' (onnxruntime folds it)
+    assert ops(fused_dir).count("Transpose") == 1 < ops(plain_dir).count("Transpose")
+    assert len(ops(fused_dir)) < len(ops(plain_dir)) / 2
+    utterances = [json.loads(line)["utterance"] for line in (SAMPLES / "eval_sample.jsonl").read_text().splitlines()]
+    rows = utterances[:80]
+    fused_parser, plain_parser = Parser.load(fused_dir, constraints="none"), Parser.load(plain_dir, constraints="none")
+    for batch_size in (80, 1):  # cross-attention padding in a batch, and the cache from empty one by one
+        got = [r.logical_form for r in fused_parser.parse_batch(rows, batch_size=batch_size)]
+        assert got == [r.logical_form for r in plain_parser.parse_batch(rows, batch_size=batch_size)]
+
+
 def test_int8_export_keeps_constrained_exact_match_near_fp32(tiny_encoder_pointer_export, eval_sample):
     out, manifest = tiny_encoder_pointer_export
     parity = manifest["parity"]

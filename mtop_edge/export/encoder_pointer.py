@@ -7,15 +7,19 @@
   step (the first with an empty past); ``logits`` in the target layout (labels, then word scores).
 
 The names are the ones every kind uses (``layout.py``), so the runtime's one loop runs these graphs
-as it runs the T5 kinds'. The encoder then gets onnxruntime's BERT fusions (attention, skip layer
-norms, GELU, the embedding layer norm); the decoder is small and stays as exported.
+as it runs the T5 kinds'. With the ``fuse`` option the encoder gets onnxruntime's BERT fusions
+(attention, skip layer norms, GELU, the embedding layer norm), and the decoder step exports each
+attention as one fused node (``decoder_attention.py``) with the parallel projections packed into one
+MatMul (``fusion.pack_parallel_matmuls``).
 """
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from mtop_edge.errors import ModelError
+from mtop_edge.export.fusion import pack_parallel_matmuls
 from mtop_edge.export.graphs import quiet
 from mtop_edge.export.t5 import Graphs
 from mtop_edge.layout import (
@@ -144,10 +148,13 @@ def export_encoder(model, out: Path, *, opset: int = OPSET, fuse: bool = True) -
     return fused
 
 
-def export_decoder(model, out: Path, *, opset: int = OPSET) -> None:
-    """``decoder_with_past_model.onnx``: one step with the self-attention cache."""
+def export_decoder(model, out: Path, *, opset: int = OPSET, fuse: bool = True) -> dict[str, int]:
+    """``decoder_with_past_model.onnx``: one step with the self-attention cache; with ``fuse`` each
+    attention is one fused node (`decoder_attention.fused_attention`). Returns the fused node counts."""
+    import onnx
     import torch
 
+    from mtop_edge.export.decoder_attention import fused_attention
     from mtop_edge.modeling.encoder_pointer import Encoded, memory_bias
 
     config = model.config
@@ -181,23 +188,32 @@ def export_decoder(model, out: Path, *, opset: int = OPSET) -> None:
     self_past = [torch.randn(input_ids.shape[0], heads, 3, d_kv) for _ in range(2 * layers)]
     step_ids = torch.tensor([[3], [config.pointer_start + 1]])
     batch, sequence, past = "batch_size", "encoder_sequence_length", "past_sequence_length"
-    _export(
-        Step(),
-        (step_ids, attention_mask, *pointer, *self_past, *cross),
-        out / DECODER_WITH_PAST,
-        [INPUT_IDS, ENCODER_ATTENTION_MASK, *POINTER_OUTPUTS, *names["self_past"], *names["cross_past"]],
-        [LOGITS, *names["self_present"]],
-        {
-            INPUT_IDS: {0: batch},
-            ENCODER_ATTENTION_MASK: {0: batch, 1: sequence},
-            **{n: {0: batch} for n in POINTER_OUTPUTS},
-            **{n: {0: batch, 2: past} for n in names["self_past"]},
-            **{n: {0: batch, 2: sequence} for n in names["cross_past"]},
-            LOGITS: {0: batch},
-            **{n: {0: batch, 2: "past_sequence_length + 1"} for n in names["self_present"]},
-        },
-        opset,
-    )
+    path = out / DECODER_WITH_PAST
+    with fused_attention(model) if fuse else contextlib.nullcontext():
+        _export(
+            Step(),
+            (step_ids, attention_mask, *pointer, *self_past, *cross),
+            path,
+            [INPUT_IDS, ENCODER_ATTENTION_MASK, *POINTER_OUTPUTS, *names["self_past"], *names["cross_past"]],
+            [LOGITS, *names["self_present"]],
+            {
+                INPUT_IDS: {0: batch},
+                ENCODER_ATTENTION_MASK: {0: batch, 1: sequence},
+                **{n: {0: batch} for n in POINTER_OUTPUTS},
+                **{n: {0: batch, 2: past} for n in names["self_past"]},
+                **{n: {0: batch, 2: sequence} for n in names["cross_past"]},
+                LOGITS: {0: batch},
+                **{n: {0: batch, 2: "past_sequence_length + 1"} for n in names["self_present"]},
+            },
+            opset,
+        )
+    if not fuse:
+        return {}
+    graph = onnx.load(str(path))
+    packed = pack_parallel_matmuls(graph)  # each self-attention's q/k/v, and the two heads
+    onnx.save(graph, str(path))
+    attention = sum(n.op_type == "MultiHeadAttention" for n in graph.graph.node)
+    return {"MultiHeadAttention": attention, "MatMuls packed": packed}
 
 
 def fuse_encoder(path: Path, bert) -> dict[str, int]:
@@ -251,8 +267,9 @@ def write_graphs(model, spec, options, out: Path, *, keep_decoder=None, keep_enc
     log(f"exporting ONNX ({shape})")
     opset = options.opset or OPSET
     fused = export_encoder(model, out, opset=opset, fuse=options.fuse)
-    export_decoder(model, out, opset=opset)
-    entries = {"fusion": {ENCODER: fused}} if fused else {}
+    fused_step = export_decoder(model, out, opset=opset, fuse=options.fuse)
+    fusion = {name: counts for name, counts in ((ENCODER, fused), (DECODER_WITH_PAST, fused_step)) if counts}
+    entries = {"fusion": fusion} if fusion else {}
     arch = {
         "d_model": config.d_model,
         "num_layers": bert.num_hidden_layers,

@@ -104,7 +104,35 @@ def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     return x.unflatten(-1, (heads, -1)).transpose(1, 2)
 
 
+def _mix(query, keys, values, bias, heads: int, dropout: float) -> torch.Tensor:
+    """Scaled dot-product attention of projected queries [B, T, D] over head-split keys/values -> [B, T, D]."""
+    query = _heads(query, heads)
+    mixed = functional.scaled_dot_product_attention(query, keys, values, attn_mask=bias, dropout_p=dropout)
+    return mixed.transpose(1, 2).flatten(2)
+
+
+class TorchAttention:
+    """The attention arithmetic on projected inputs. The export swaps in onnxruntime's fused operator
+    for the same numbers in one node (``export/decoder_attention.py``), so the layer is written once."""
+
+    @staticmethod
+    def cached(query, key, value, past, bias, heads: int, dropout: float):
+        """Self-attention: the new steps' keys/values [B, T, D] joined to ``past`` (or None); returns the
+        mixed values and the keys/values attended [B, heads, past + T, d_kv], the next step's past."""
+        keys, values = _heads(key, heads), _heads(value, heads)
+        if past is not None:
+            keys, values = torch.cat([past[0], keys], dim=2), torch.cat([past[1], values], dim=2)
+        return _mix(query, keys, values, bias, heads, dropout), (keys, values)
+
+    @staticmethod
+    def memory(query, keys, values, bias, heads: int, dropout: float) -> torch.Tensor:
+        """Cross-attention over keys/values computed once per utterance [B, heads, S, d_kv]."""
+        return _mix(query, keys, values, bias, heads, dropout)
+
+
 class Attention(nn.Module):
+    kernel = TorchAttention  # an instance attribute replaces it during the export
+
     def __init__(self, d_model: int, heads: int, d_kv: int, dropout: float) -> None:
         super().__init__()
         inner = heads * d_kv
@@ -112,14 +140,22 @@ class Attention(nn.Module):
         self.query, self.key, self.value = (nn.Linear(d_model, inner) for _ in range(3))
         self.out = nn.Linear(inner, d_model)
 
+    def _dropout(self) -> float:
+        return self.dropout if self.training else 0.0
+
     def keys_values(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return _heads(self.key(x), self.heads), _heads(self.value(x), self.heads)
 
+    def attend_cached(self, x: torch.Tensor, past, bias: torch.Tensor | None):
+        """Self-attention of ``x`` after the ``past`` steps; returns the output and the new past."""
+        mixed, present = self.kernel.cached(
+            self.query(x), self.key(x), self.value(x), past, bias, self.heads, self._dropout()
+        )
+        return self.out(mixed), present
+
     def attend(self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None):
-        query = _heads(self.query(x), self.heads)
-        dropout = self.dropout if self.training else 0.0
-        mixed = functional.scaled_dot_product_attention(query, keys, values, attn_mask=bias, dropout_p=dropout)
-        return self.out(mixed.transpose(1, 2).flatten(2))
+        """Attention of ``x`` over precomputed ``keys``/``values`` (the encoder's)."""
+        return self.out(self.kernel.memory(self.query(x), keys, values, bias, self.heads, self._dropout()))
 
 
 class DecoderLayer(nn.Module):
@@ -136,14 +172,11 @@ class DecoderLayer(nn.Module):
 
     def forward(self, x, cross_keys, cross_values, memory_bias, self_bias, past=None):
         """``past``: this layer's (keys, values) of earlier steps; returns the output and the new past."""
-        normed = self.self_norm(x)
-        keys, values = self.self_attention.keys_values(normed)
-        if past is not None:
-            keys, values = torch.cat([past[0], keys], dim=2), torch.cat([past[1], values], dim=2)
-        x = x + self.dropout(self.self_attention.attend(normed, keys, values, self_bias))
+        attended, present = self.self_attention.attend_cached(self.self_norm(x), past, self_bias)
+        x = x + self.dropout(attended)
         x = x + self.dropout(self.cross_attention.attend(self.cross_norm(x), cross_keys, cross_values, memory_bias))
         x = x + self.dropout(self.ff(self.ff_norm(x)))
-        return x, (keys, values)
+        return x, present
 
 
 class EncoderPointerModel(PreTrainedModel):
