@@ -117,6 +117,18 @@ def test_bench_cli_rejects_bad_settings():
     assert result.exit_code == 2 and "comma-separated integers" in result.output
 
 
+def test_bench_that_can_run_nothing_says_so_and_writes_nothing(tiny_encoder_pointer_model, tmp_path):
+    from click.testing import CliRunner
+
+    from mtop_edge.cli import cli
+
+    arguments = ["bench", "--model", str(tiny_encoder_pointer_model[0]), "--no-reference-shape"]
+    out = tmp_path / "results"
+    result = CliRunner().invoke(cli, [*arguments, "--engines", "ctranslate2-int8", "--out", str(out)])
+    assert result.exit_code != 0 and "no engine asked for can run these models" in result.output
+    assert "Traceback" not in result.output and not out.exists()
+
+
 @pytest.mark.parametrize("values", [[1.0], [3.0, 1.0, 2.0]])
 def test_percentile(values):
     from mtop_edge.bench.stats import percentile

@@ -175,6 +175,10 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] = print) -> dict
     rows = []
     for name, checkpoint, trained in models:
         rows.extend(bench_model(name, checkpoint, trained, options, examples, log))
+    if not rows:  # every model skipped: nothing measured, nothing written
+        raise MtopEdgeError(
+            "no engine asked for can run these models (random-weight shapes need an -unconstrained engine)"
+        )
     result = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "minutes": round((time.time() - started) / 60, 1),
