@@ -34,6 +34,12 @@ def _missing(g):
     return node
 
 
+def _typed(output, like):
+    """``output`` given ``like``'s type and shape (the exporter cannot infer a contrib operator's)."""
+    output.setType(like.type())
+    return output
+
+
 class _Cached(torch.autograd.Function):
     @staticmethod
     def forward(ctx, query, key, value, past_key, past_value, heads: int):
@@ -44,7 +50,12 @@ class _Cached(torch.autograd.Function):
     def symbolic(g, query, key, value, past_key, past_value, heads: int):
         none = _missing(g)
         # inputs: query, key, value, bias, key_padding_mask, attention_bias, past_key, past_value
-        return g.op(OPERATOR, query, key, value, none, none, none, past_key, past_value, num_heads_i=heads, outputs=3)
+        inputs = (query, key, value, none, none, none, past_key, past_value)
+        outputs = g.op(OPERATOR, *inputs, num_heads_i=heads, outputs=3)
+        _typed(outputs[0], query)
+        for present in outputs[1:]:  # the cache one step longer: its past axis unknown here
+            present.setType(past_key.type().with_sizes([None] * 4))
+        return outputs
 
 
 class _Memory(torch.autograd.Function):
@@ -55,7 +66,7 @@ class _Memory(torch.autograd.Function):
     @staticmethod
     def symbolic(g, query, keys, values, bias, heads: int):
         none = _missing(g)
-        return g.op(OPERATOR, query, keys, values, none, none, bias, num_heads_i=heads)
+        return _typed(g.op(OPERATOR, query, keys, values, none, none, bias, num_heads_i=heads), query)
 
 
 class FusedAttention:
