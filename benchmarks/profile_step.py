@@ -1,11 +1,14 @@
 """Where a batch's decoder steps spend their time, per node type (onnxruntime's profiler).
 
     python benchmarks/profile_step.py --model DIR [--rows 32] [--threads 1] [--constraints none]
+        [--forced-steps 10]
 
 Parses ``--rows`` eval-sample utterances as one batch (after one untimed batch) with profiling on
-in every session the parser opens, then sums each graph's node time by operator type and prints
-the shares, largest first. A random-weight model (the mT5-small shape) needs ``--constraints
-none``; what it decodes does not matter here, only what a step costs.
+in every session the parser opens (the encoder's too), then sums each graph's node time by
+operator type and prints the shares, largest first. A random-weight model (the mT5-small shape)
+needs ``--constraints none`` and should get ``--forced-steps`` (the bench forces the mean MTOP
+target length, 10): left to itself it decodes to the step limit, and the attention over that
+long a past is not what a parse costs.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--constraints", default="pairs")
+    ap.add_argument("--forced-steps", type=int, help="decode exactly this many steps (random weights)")
     args = ap.parse_args()
     utterances = [json.loads(line)["utterance"] for line in EVAL_SAMPLE.read_text().splitlines()]
     with tempfile.TemporaryDirectory() as scratch:
@@ -57,10 +61,21 @@ def main() -> None:
         from mtop_edge.runtime import Parser
 
         parser = Parser.load(args.model, threads=args.threads, constraints=args.constraints)
-        batch = utterances[: args.rows]
-        parser.parse_batch(utterances[args.rows : 2 * args.rows])  # untimed: first-run allocations
-        parser.parse_batch(batch)
-        sessions = [s for s in vars(parser.decoder).values() if isinstance(s, ort.InferenceSession)]
+
+        def parse(rows: list[str]) -> None:
+            if args.forced_steps is None:
+                parser.parse_batch(rows)
+                return
+            sources = [parser.source.prepare(u, truncate=True) for u in rows]
+            starts = [s.word_starts for s in sources] if sources[0].word_starts is not None else None
+            ids, words = [s.ids for s in sources], [len(s.words) for s in sources]
+            parser.decode_ids(ids, words, starts, forced_steps=args.forced_steps)
+
+        parse(utterances[args.rows : 2 * args.rows])  # untimed: first-run allocations
+        parse(utterances[: args.rows])
+        decoder = parser.decoder
+        sessions = [decoder.encoder.session]
+        sessions += [s for s in vars(decoder).values() if isinstance(s, ort.InferenceSession)]
         for session in dict.fromkeys(sessions):
             trace = Path(session.end_profiling())
             times = node_times(trace)

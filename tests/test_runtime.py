@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from pathlib import Path
 
+import hypothesis
+import numpy as np
 import onnxruntime as ort
 import pytest
+from hypothesis import strategies as st
 
 from mtop_edge.errors import InputError, ModelError
 from mtop_edge.runtime import Parser
@@ -193,7 +197,13 @@ def test_in_process_callers_keep_per_session_pools(tiny_export):
 def test_default_slice_size_follows_the_device_and_the_model_width(tiny_export):
     from types import SimpleNamespace
 
-    from mtop_edge.runtime.parser import MAX_BATCH, WIDE_MODEL_BATCH, default_encoder_rows, default_max_batch
+    from mtop_edge.runtime.parser import (
+        MAX_BATCH,
+        WIDE_MODEL_BATCH,
+        WIDE_MODEL_ENCODER_TOKENS,
+        default_encoder_tokens,
+        default_max_batch,
+    )
 
     def manifest(d_model):
         return SimpleNamespace(architecture=SimpleNamespace(d_model=d_model))
@@ -201,8 +211,9 @@ def test_default_slice_size_follows_the_device_and_the_model_width(tiny_export):
     assert default_max_batch(manifest(192), "cpu") == MAX_BATCH["cpu"] == 12
     assert default_max_batch(manifest(512), "cpu") == WIDE_MODEL_BATCH == 32
     assert default_max_batch(manifest(512), "cuda") == MAX_BATCH["cuda"]
-    assert default_encoder_rows(manifest(512), "cpu") == 8
-    assert default_encoder_rows(manifest(192), "cpu") is None and default_encoder_rows(manifest(512), "cuda") is None
+    assert default_encoder_tokens(manifest(512), "cpu") == WIDE_MODEL_ENCODER_TOKENS == 64
+    assert default_encoder_tokens(manifest(192), "cpu") is None
+    assert default_encoder_tokens(manifest(512), "cuda") is None
     assert Parser.load(tiny_export[0]).max_batch == 12 and Parser.load(tiny_export[0], max_batch=5).max_batch == 5
 
 
@@ -225,9 +236,15 @@ def test_encoding_a_batch_in_groups_changes_no_output(export, request, tmp_path)
         counts.append(len(source.words))
     assert len(set(map(len, sources))) > 5  # rows of many lengths: groups pad differently from the batch
     whole = parser.decode_ids(sources, counts, batch_size=48).ids
-    for rows in (1, 5, 16):
-        parser.decoder.encoder_rows = rows
+    calls = []
+    run = parser.decoder.encoder._run
+    parser.decoder.encoder._run = lambda feed: calls.append(feed["input_ids"].shape) or run(feed)
+    for budget in (1, 40, 160):  # one row per call, a few rows, many rows
+        calls.clear()
+        parser.decoder.encoder.group_tokens = budget
         assert parser.decode_ids(sources, counts, batch_size=48).ids == whole
+        assert sum(rows for rows, _ in calls) == 48 and len(calls) > 1  # every row, in more than one call
+        assert budget == 1 or all(rows * width <= budget or rows == 1 for rows, width in calls)
 
 
 @pytest.mark.parametrize(
@@ -273,3 +290,18 @@ def test_dropping_done_rows_from_the_batch_changes_no_output(export, constrain, 
         parser.decoder.drop_done = True
         assert not drops
         assert dropped.ids == kept.ids and dropped.ended == kept.ended
+
+
+@hypothesis.given(st.lists(st.integers(1, 40), min_size=1, max_size=40), st.integers(1, 200))
+def test_token_groups_cover_every_row_once_in_length_order_within_budget(lengths, budget):
+    from mtop_edge.runtime.encoding import token_groups
+
+    lengths = np.asarray(lengths)
+    groups = token_groups(lengths, budget)
+    rows = np.concatenate(groups)
+    assert sorted(rows.tolist()) == list(range(len(lengths)))  # every row once
+    assert (np.diff(lengths[rows]) >= 0).all()  # in length order
+    for group in groups:  # within the budget, unless a row alone is over it
+        assert len(group) == 1 or len(group) * lengths[group].max() <= budget
+    for left, right in itertools.pairwise(groups):  # a group is cut only where the next row would not fit
+        assert (len(left) + 1) * lengths[right[0]] > budget

@@ -64,14 +64,14 @@ def _bind(binding: Binding, name: str, value) -> None:
 class GreedyDecoder:
     """Sessions for one exported model and the greedy loop over them."""
 
-    def __init__(self, manifest: Manifest, sessions: SessionFactory, *, encoder_rows: int | None = None) -> None:
-        """``encoder_rows``: on the CPU, encode larger batches in groups of this many rows (runtime/encoding.py).
+    def __init__(self, manifest: Manifest, sessions: SessionFactory, *, encoder_tokens: int | None = None) -> None:
+        """``encoder_tokens``: on the CPU, encode in groups of at most this many padded tokens (runtime/encoding.py).
         The manifest's ``calibration.temperature`` scales the logits the confidences are read from."""
         plan = manifest.plan
         loaded = {name: sessions.create(manifest.directory / name) for name in plan.files}
         self.device = sessions.device
         self.drop_done = self.device == "cpu"  # on CUDA rows keep their slot: a gather there is not written yet
-        self.encoder = Encoder(loaded[ENCODER], self.device, encoder_rows)
+        self.encoder = Encoder(loaded[ENCODER], self.device, encoder_tokens)
         self.first, self.step = loaded[plan.first.file], loaded[plan.step.file]
         self.first_switches = {name: np.array([flag]) for name, flag in plan.first.switches}
         self.step_switches = {name: np.array([flag]) for name, flag in plan.step.switches}

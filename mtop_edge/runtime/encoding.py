@@ -3,7 +3,9 @@
 The encoder's cost follows its tokens, so it should not compute on the padding of the batch's
 longest row, while a decoder step reads its weights once per call, so the decoder wants the whole
 batch. Wide models therefore encode in groups of rows of similar length, each padded only to its
-own longest row; outputs are zero-padded back to the batch's length (the attention mask hides them).
+own longest row and holding at most a budget of padded tokens (onnxruntime's int8 matmuls run
+fastest on a few dozen rows: benchmarks/README.md, "The encoder in token-budget groups"); outputs
+are zero-padded back to the batch's length (the attention mask hides them).
 """
 
 from __future__ import annotations
@@ -24,12 +26,25 @@ def _length_axis(output: str) -> int | None:
     return 2 if output.startswith(PRESENT + ".") else None
 
 
+def token_groups(lengths: np.ndarray, budget: int) -> list[np.ndarray]:
+    """Row indices in length order, cut into runs whose padded size (rows x longest) fits ``budget``."""
+    order = np.argsort(lengths, kind="stable").tolist()
+    groups, start = [], 0
+    for end in range(1, len(order) + 1):
+        if end == len(order) or (end + 1 - start) * int(lengths[order[end]]) > budget:
+            groups.append(np.asarray(order[start:end]))
+            start = end
+    return groups
+
+
 class Encoder:
     """Runs the encoder graph on a feed (`core.source.encoder_feed`) and names its outputs."""
 
-    def __init__(self, session: ort.InferenceSession, device: str, group_rows: int | None = None) -> None:
+    def __init__(self, session: ort.InferenceSession, device: str, group_tokens: int | None = None) -> None:
+        """``group_tokens``: on the CPU, encode in groups of at most this many padded tokens (a longer
+        row goes alone); None: one call for the batch."""
         self.session, self.device = session, device
-        self.group_rows = group_rows if device == "cpu" else None
+        self.group_tokens = group_tokens if device == "cpu" else None
         self.inputs = [i.name for i in session.get_inputs()]
         self.outputs = [o.name for o in session.get_outputs()]
 
@@ -42,16 +57,13 @@ class Encoder:
 
     def __call__(self, feed: dict[str, np.ndarray]) -> tuple[dict, list[np.ndarray]]:
         """{output name: OrtValue} for the batch, and the host arrays under them (to keep alive), if any."""
-        batch = feed[INPUT_IDS].shape[0]
-        if self.group_rows is None or batch <= self.group_rows:
-            return dict(zip(self.outputs, self._run(feed), strict=True)), []
         mask = feed[ATTENTION_MASK]
+        if self.group_tokens is None or mask.size <= self.group_tokens:
+            return dict(zip(self.outputs, self._run(feed), strict=True)), []
         lengths = mask.sum(axis=1)
-        order = np.argsort(lengths, kind="stable")
         full: list[np.ndarray] = []
-        for start in range(0, batch, self.group_rows):
-            rows = order[start : start + self.group_rows]
-            width = int(lengths[rows].max())
+        for rows in token_groups(lengths, self.group_tokens):
+            width = int(lengths[rows[-1]])
             part = {k: v[rows, :width] if k in TOKEN_INPUTS else v[rows] for k, v in feed.items()}
             outputs = [v.numpy() for v in self._run(part)]
             if not full:  # zeros at the batch's size: batch rows, and its longest row on the token axis

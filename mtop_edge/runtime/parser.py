@@ -24,11 +24,12 @@ from mtop_edge.runtime.sessions import SessionFactory, ThreadPool
 
 # rows decoded at once (see Parser.decode_ids): small models' weights and a slice's activations stay
 # in the CPU cache; a model as wide as mT5-small reads its weights from memory at every step, so it
-# decodes larger slices and encodes them in length-sorted groups (runtime/encoding.py). Chosen by
-# measurement: benchmarks/README.md, "Slices" and "Rows that are done leave the batch".
+# decodes larger slices and encodes them in length-sorted groups of a few dozen tokens
+# (runtime/encoding.py). Chosen by measurement: benchmarks/README.md, "Slices", "Rows that are done
+# leave the batch" and "The encoder in token-budget groups".
 MAX_BATCH = {"cpu": 12, "cuda": 16}
 WIDE_MODEL_BATCH = 32  # CPU, d_model above 256
-WIDE_MODEL_ENCODER_ROWS = 8
+WIDE_MODEL_ENCODER_TOKENS = 64  # padded tokens per encoder call
 
 
 def is_wide_on_cpu(manifest: Manifest, device: str) -> bool:
@@ -40,9 +41,10 @@ def default_max_batch(manifest: Manifest, device: str) -> int:
     return WIDE_MODEL_BATCH if is_wide_on_cpu(manifest, device) else MAX_BATCH[device]
 
 
-def default_encoder_rows(manifest: Manifest, device: str) -> int | None:
-    """Rows per encoder call inside a slice: WIDE_MODEL_ENCODER_ROWS for wide models on the CPU, else the slice."""
-    return WIDE_MODEL_ENCODER_ROWS if is_wide_on_cpu(manifest, device) else None
+def default_encoder_tokens(manifest: Manifest, device: str) -> int | None:
+    """Padded tokens per encoder call inside a slice: WIDE_MODEL_ENCODER_TOKENS for wide models on the
+    CPU, else the whole slice in one call."""
+    return WIDE_MODEL_ENCODER_TOKENS if is_wide_on_cpu(manifest, device) else None
 
 
 def default_model_dir() -> Path:
@@ -123,7 +125,7 @@ class Parser:
         """
         manifest = Manifest.load(resolve_model_dir(model_dir))
         sessions = SessionFactory(device, threads=threads, pool=pool)
-        decoder = GreedyDecoder(manifest, sessions, encoder_rows=default_encoder_rows(manifest, device))
+        decoder = GreedyDecoder(manifest, sessions, encoder_tokens=default_encoder_tokens(manifest, device))
         return cls(
             manifest,
             decoder,
