@@ -16,6 +16,7 @@ ENCODER = "encoder_model.onnx"
 DECODER = "decoder_model.onnx"
 DECODER_WITH_PAST = "decoder_with_past_model.onnx"
 DECODER_MERGED = "decoder_model_merged.onnx"
+SMALL_BATCH_STEP = "decoder_with_past_model_int4.onnx"  # decoder_weights = per-batch: the step for a few rows
 
 INPUT_IDS = "input_ids"
 ATTENTION_MASK = "attention_mask"
@@ -44,12 +45,24 @@ class DecoderCall:
 
 @dataclass(frozen=True)
 class GraphPlan:
+    """The decoder calls; ``small`` (if any) replaces both for calls of at most ``small_rows`` rows:
+    the same graph with 4-bit weights, faster where a step's weight read dominates."""
+
     first: DecoderCall
     step: DecoderCall
+    small: DecoderCall | None = None
+    small_rows: int = 0
 
     @property
     def files(self) -> list[str]:
-        return list(dict.fromkeys([ENCODER, self.first.file, self.step.file]))
+        extra = [self.small.file] if self.small is not None else []
+        return list(dict.fromkeys([ENCODER, self.first.file, self.step.file, *extra]))
+
+    def calls(self, rows: int) -> tuple[DecoderCall, DecoderCall]:
+        """The first and later decoder calls for a batch of ``rows`` rows."""
+        if self.small is not None and rows <= self.small_rows:
+            return self.small, self.small
+        return self.first, self.step
 
 
 PLANS = {

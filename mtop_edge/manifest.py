@@ -6,6 +6,7 @@ Written by `mtop-edge export`, read by the runtime. Which graphs it holds and ho
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,16 @@ from pathlib import Path
 from mtop_edge.core.source import WORD_INDEX
 from mtop_edge.core.spec import PointerSpec, SourceFormat
 from mtop_edge.errors import ModelError
-from mtop_edge.layout import ATTENTION_MASK, INPUT_IDS, PLANS, DecoderLayout, GraphPlan, layout_of, past_names
+from mtop_edge.layout import (
+    ATTENTION_MASK,
+    INPUT_IDS,
+    PLANS,
+    DecoderCall,
+    DecoderLayout,
+    GraphPlan,
+    layout_of,
+    past_names,
+)
 
 MANIFEST_FILE = "manifest.json"
 MODELS_DIR = Path(__file__).resolve().parent / "models"  # the embedded models, one directory each (package data)
@@ -119,8 +129,12 @@ class Manifest:
 
     @property
     def plan(self) -> GraphPlan:
-        """The decoder calls of this export's layout."""
-        return PLANS[self.layout]
+        """The decoder calls of this export's layout (and its small-batch step, if it has one)."""
+        plan = PLANS[self.layout]
+        small = self.raw.get("small_batch_step")
+        if small is None:
+            return plan
+        return dataclasses.replace(plan, small=DecoderCall(small["file"]), small_rows=int(small["max_rows"]))
 
     @property
     def encoder_inputs(self) -> list[str]:
@@ -169,6 +183,7 @@ class Manifest:
                 layout=layout_of(raw),
                 raw=raw,
             )
+            manifest.plan  # noqa: B018 -- a malformed small_batch_step fails here, as a corrupt manifest
         except ModelError:
             raise
         except (KeyError, TypeError, ValueError) as exc:

@@ -416,6 +416,47 @@ def test_int4_decoder_weights_export_parses_with_4_bit_decoder_matmuls(tiny_mode
     assert all(r.ok and r.tree.label.startswith("IN:") for r in results)
 
 
+def test_per_batch_decoder_weights_run_the_4_bit_step_for_a_few_rows_and_int8_for_batches(
+    tiny_model, tiny_export, tmp_path
+):
+    """decoder_weights = per-batch: one export with both step graphs, and a call decodes exactly as
+    the int4 export does up to ``max_rows`` rows and as the int8 export does above them."""
+    import onnx
+
+    from mtop_edge.layout import DECODER_WITH_PAST, SMALL_BATCH_STEP
+
+    out, int4_out = tmp_path / "per-batch", tmp_path / "int4"
+    manifest = export_tiny(tiny_model, out, decoder_weights="per-batch")
+    export_tiny(tiny_model, int4_out, decoder_weights="int4", parity_rows=0)
+    assert manifest["small_batch_step"] == {"file": SMALL_BATCH_STEP, "max_rows": 4}
+
+    def ops(name):
+        return [n.op_type for n in onnx.load(str(out / name), load_external_data=False).graph.node]
+
+    assert "MatMulNBits" in ops(SMALL_BATCH_STEP) and "MatMulNBits" not in ops(DECODER_WITH_PAST)
+    assert manifest["parity"]["fp32_identical_share"] == 1.0
+    # one weights file: the shared tensors once, the 4-bit weights beside the int8 ones
+    assert manifest["total_bytes"] < tiny_export[1]["total_bytes"] * 2
+
+    parsers = {
+        name: Parser.load(path, constraints="none")
+        for name, path in (("per-batch", out), ("int4", int4_out), ("int8", tiny_export[0]))
+    }
+    sources = [parsers["int8"].source.prepare(u) for u in UTTERANCES[:12]]
+    ids, words = [s.ids for s in sources], [len(s.words) for s in sources]
+    plan = parsers["per-batch"].decoder.plan
+    assert [plan.calls(rows)[1].file for rows in (1, 4, 5)] == [SMALL_BATCH_STEP, SMALL_BATCH_STEP, DECODER_WITH_PAST]
+    for rows, same_as in ((1, "int4"), (4, "int4"), (5, "int8"), (12, "int8")):
+        expected = parsers[same_as].decode_ids(ids[:rows], words[:rows], batch_size=rows).ids
+        assert parsers["per-batch"].decode_ids(ids[:rows], words[:rows], batch_size=rows).ids == expected, rows
+
+
+def test_per_batch_decoder_weights_need_the_encoder_cross_kv_layout(tiny_model, tmp_path):
+    with pytest.raises(MtopEdgeError, match="per-batch needs layout = encoder-cross-kv"):
+        export_tiny(tiny_model, tmp_path / "x", decoder_weights="per-batch", layout="separate")
+    assert not (tmp_path / "x").exists()
+
+
 def test_int4_decoder_weights_need_int8_quantization(tiny_model, tmp_path):
     with pytest.raises(MtopEdgeError, match="quantize = int8"):
         export_tiny(tiny_model, tmp_path / "x", decoder_weights="int4", quantize="none")

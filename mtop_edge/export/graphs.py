@@ -10,8 +10,8 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from mtop_edge.export.options import Quantization
-from mtop_edge.layout import DECODER, DECODER_MERGED, DECODER_WITH_PAST, ENCODER
+from mtop_edge.export.options import DecoderWeights, Quantization
+from mtop_edge.layout import DECODER, DECODER_MERGED, DECODER_WITH_PAST, ENCODER, SMALL_BATCH_STEP
 
 # T5's feed-forward output and its RMS norms overflow in fp16 (activations pass 65504); keep them fp32.
 # The RMS norms' math ops are kept (their epsilon Add too: the mean of squares overflows first), and the
@@ -76,6 +76,9 @@ def export_onnx(model, out: Path, *, opset: int = 0, merged: bool = False) -> li
 
 INT4_BLOCK = 128  # weights per scale; block 32 was slower at batch 1 (benchmarks/README.md, "4-bit decoder weights")
 INT4_ACCURACY_LEVEL = 4  # int8 activations in the kernel (level 1, fp32, was slower than int8 weights)
+# decoder_weights = per-batch: calls of at most this many rows run the 4-bit step; at the mT5-small
+# shape it was faster up to 2 rows, level at 3-4 and slower from 6 (benchmarks/README.md, issue 32)
+SMALL_BATCH_ROWS = 4
 
 
 def quantize_int4(source: Path, target: Path) -> int:
@@ -105,7 +108,8 @@ def quantize_int8(
     subgraphs: bool = False,
 ) -> dict:
     """Dynamic int8 quantization of each graph's ``op_types(file, embeddings)``; with
-    ``decoder_int4`` the decoders get 4-bit MatMulNBits weights first (their Gathers are still int8).
+    ``decoder_weights`` int4 the decoders get 4-bit MatMulNBits weights first (their Gathers are still
+    int8); with per-batch the step graph is written twice, int8 and 4-bit (`SMALL_BATCH_STEP`).
 
     Signed int8 weights with ``reduce_range`` stay accurate on AVX2-only CPUs, where full-range
     signed weights saturate in the u8 x s8 multiply without VNNI; ``subgraphs`` (EnableSubgraph)
@@ -114,7 +118,12 @@ def quantize_int8(
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    int4_files = tuple(name for name in files if name != ENCODER) if quantization.decoder_int4 else ()
+    weights = quantization.decoder_weights
+    int4_files = tuple(name for name in files if name != ENCODER) if weights is DecoderWeights.INT4 else ()
+    # (source graph, target name, 4-bit weights): every file, then per-batch's 4-bit twin of the step
+    jobs = [(name, name, name in int4_files) for name in files]
+    if weights is DecoderWeights.PER_BATCH:
+        jobs.append((DECODER_WITH_PAST, SMALL_BATCH_STEP, True))
     details = {
         "op_types": {name: list(op_types(name, quantization.embeddings)) for name in files},
         "weight_type": quantization.weight_type,
@@ -123,20 +132,20 @@ def quantize_int8(
         "MatMulConstBOnly": True,
         "EnableSubgraph": subgraphs,
     }
-    if int4_files:
+    if any(four for *_, four in jobs):
         details["int4"] = {"block_size": INT4_BLOCK, "accuracy_level": INT4_ACCURACY_LEVEL, "matmuls": {}}
     with quiet():
-        for name in files:
+        for name, target_name, four_bits in jobs:
             graph_source = source / name
-            if name in int4_files:
-                graph_source = target / f"int4-{name}"  # an intermediate: int8 Gathers come next
-                details["int4"]["matmuls"][name] = quantize_int4(source / name, graph_source)
+            if four_bits:
+                graph_source = target / f"int4-{target_name}"  # an intermediate: int8 Gathers come next
+                details["int4"]["matmuls"][target_name] = quantize_int4(source / name, graph_source)
             # the position-bias tables: a few KB, exact in fp32, and the decoder's holds float32's minimum
             graph = onnx.load(str(graph_source), load_external_data=False).graph
             keep = [n.name for n in graph.node if n.name.startswith(KEEP_FP32)]
             quantize_dynamic(
                 graph_source,
-                target / name,
+                target / target_name,
                 op_types_to_quantize=list(op_types(name, quantization.embeddings)),
                 per_channel=quantization.per_channel,
                 reduce_range=quantization.reduce_range,

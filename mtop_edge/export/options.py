@@ -26,9 +26,16 @@ class Precision(str, Enum):
     FP16 = "fp16"  # fp16 weights and math for CUDA, overflow-prone nodes kept in fp32
 
 
+class DecoderWeights(str, Enum):
+    """How the decoder's weight MatMuls are stored when ``quantize = int8``."""
+
+    INT8 = "int8"
+    INT4 = "int4"  # 4-bit MatMulNBits: half the bytes a memory-bound step reads, slower in batches
+    PER_BATCH = "per-batch"  # both: the 4-bit step for calls of a few rows, the int8 one for batches
+
+
 CHOICES = {
     "weight_type": ("uint8", "int8"),
-    "decoder_weights": ("int8", "int4"),
     "optimize": ("none", "basic", "extended"),
 }
 HELP = {
@@ -40,7 +47,8 @@ HELP = {
     "every step), separate (first-step and with-past decoders) or merged (one decoder with an If)",
     "weight_type": "int8 weights: int8 (signed; with reduce_range on AVX2-only CPUs too) or uint8",
     "per_channel": "per-channel weight scales for int8",
-    "decoder_weights": "int4: the decoder's weight MatMuls as 4-bit MatMulNBits (blocks of 128, int8 compute)",
+    "decoder_weights": "int4: the decoder's weight MatMuls as 4-bit MatMulNBits (blocks of 128, int8 compute); "
+    "per-batch: a second, 4-bit step graph that the runtime runs for calls of a few rows (encoder-cross-kv)",
     "reduce_range": "7-bit weights: signed int8 weights cannot saturate on AVX2-only CPUs",
     "quantize_embeddings": "also quantize embedding Gathers (smaller files; off: weight MatMuls only)",
     "optimize": "offline onnxruntime graph optimization saved into the files",
@@ -59,11 +67,12 @@ class Quantization:
     weight_type: str = "int8"
     per_channel: bool = True
     reduce_range: bool = True
-    decoder_int4: bool = False
+    decoder_weights: DecoderWeights = DecoderWeights.INT8
     embeddings: bool = True
 
     def to_json(self) -> dict:
-        return {**dataclasses.asdict(self), "precision": self.precision.value}
+        enums = {"precision": self.precision.value, "decoder_weights": self.decoder_weights.value}
+        return {**dataclasses.asdict(self), **enums}
 
 
 @dataclass(frozen=True)
@@ -76,7 +85,7 @@ class ExportOptions:
     weight_type: str = "int8"
     per_channel: bool = True
     reduce_range: bool = True
-    decoder_weights: str = "int8"
+    decoder_weights: DecoderWeights = DecoderWeights.INT8
     quantize_embeddings: bool = True
     optimize: str = "none"
     fuse: bool = True
@@ -98,7 +107,7 @@ class ExportOptions:
             weight_type=self.weight_type,
             per_channel=self.per_channel,
             reduce_range=self.reduce_range,
-            decoder_int4=self.decoder_weights == "int4",
+            decoder_weights=self.decoder_weights,
             embeddings=self.quantize_embeddings,
         )
 
@@ -115,8 +124,12 @@ class ExportOptions:
         problems = []
         if self.fuse and self.layout is DecoderLayout.MERGED and not encoder_pointer:
             problems.append("fuse = true works on separate decoders: set layout = encoder-cross-kv or separate")
-        if self.decoder_weights == "int4" and self.quantize is not Precision.INT8:
-            problems.append(f"decoder_weights = int4 needs quantize = int8, not {self.quantize.value}")
+        if self.decoder_weights is not DecoderWeights.INT8 and self.quantize is not Precision.INT8:
+            problems.append(
+                f"decoder_weights = {self.decoder_weights.value} needs quantize = int8, not {self.quantize.value}"
+            )
+        if self.decoder_weights is DecoderWeights.PER_BATCH and self.layout is not DecoderLayout.ENCODER_CROSS_KV:
+            problems.append("decoder_weights = per-batch needs layout = encoder-cross-kv (one step graph to twin)")
         if pointer_head and self.layout is DecoderLayout.MERGED:
             problems.append(
                 "a pointer-head model exports as separate decoders: set layout = encoder-cross-kv or separate"

@@ -19,10 +19,10 @@ from mtop_edge.errors import MtopEdgeError, require
 from mtop_edge.export import encoder_pointer, graphs, parity, t5
 from mtop_edge.export.card import model_card
 from mtop_edge.export.checkpoint import Checkpoint
-from mtop_edge.export.options import ExportOptions, Precision
+from mtop_edge.export.options import DecoderWeights, ExportOptions, Precision
 from mtop_edge.export.shared_weights import share_weights
 from mtop_edge.export.trim import decoder_ids, encoder_ids
-from mtop_edge.layout import DecoderLayout
+from mtop_edge.layout import SMALL_BATCH_STEP, DecoderLayout
 from mtop_edge.manifest import MANIFEST_VERSION, WEIGHTS_FILE, write_manifest
 
 OPTIMUM_CONFIGS = ("config.json", "generation_config.json")  # kept so optimum can load an export as a cross-check
@@ -175,10 +175,15 @@ def export_model(
         stage, details = _quantize(fp32, scratch, built.files, options, kind.int8_ops, log)
         if details:
             manifest.update(quantization=options.quantize.value, quantization_details=details)
+        files = list(built.files)
+        if options.decoder_weights is DecoderWeights.PER_BATCH:
+            files.append(SMALL_BATCH_STEP)
+            manifest["small_batch_step"] = {"file": SMALL_BATCH_STEP, "max_rows": graphs.SMALL_BATCH_ROWS}
+            log(f"per-batch decoder weights: calls of at most {graphs.SMALL_BATCH_ROWS} rows run {SMALL_BATCH_STEP}")
         if options.optimize != "none":
-            graphs.optimize_offline(stage, built.files, options.optimize)
+            graphs.optimize_offline(stage, files, options.optimize)
         if options.share_weights:
-            manifest["shared_weights"] = shared = share_weights(stage, built.files)
+            manifest["shared_weights"] = shared = share_weights(stage, files)
             log(f"shared weights: {shared['bytes_before'] / 1e6:.2f} MB -> {shared['bytes_after'] / 1e6:.2f} MB")
         _write(stage, manifest, source)
         manifest["parity"] = _parity(model, source, options, data, fp32, stage, trims, threads, log)

@@ -72,6 +72,7 @@ class GreedyDecoder:
         self.device = sessions.device
         self.drop_done = self.device == "cpu"  # on CUDA rows keep their slot: a gather there is not written yet
         self.encoder = Encoder(loaded[ENCODER], self.device, encoder_tokens)
+        self.plan, self.sessions = plan, loaded
         self.first, self.step = loaded[plan.first.file], loaded[plan.step.file]
         self.first_switches = {name: np.array([flag]) for name, flag in plan.first.switches}
         self.step_switches = {name: np.array([flag]) for name, flag in plan.step.switches}
@@ -142,9 +143,17 @@ class GreedyDecoder:
                     f"decoder_vocab is {arch.decoder_vocab}"
                 )
 
-    def _first_call(self, available: dict, tokens: np.ndarray, logits: np.ndarray) -> dict:
-        """The layout's first decoder step: its outputs by name (logits land in ``logits``)."""
-        binding = Binding(self.first, self.device)
+        if plan.small is not None:  # the small-batch step must be the step graph with other weights
+            small = self.sessions[plan.small.file]
+            for names in (lambda s: {i.name for i in s.get_inputs()}, lambda s: {o.name for o in s.get_outputs()}):
+                if names(small) != names(self.step):
+                    raise ModelError(
+                        f"{manifest.directory / plan.small.file}: its inputs or outputs differ from {plan.step.file}'s"
+                    )
+
+    def _first_call(self, first, available: dict, tokens: np.ndarray, logits: np.ndarray) -> dict:
+        """The layout's first decoder step (session ``first``): its outputs by name (logits land in ``logits``)."""
+        binding = Binding(first, self.device)
         empty = np.zeros((tokens.shape[0], self.arch.num_heads, 0, self.arch.d_kv), dtype=np.float32)
         for name in binding.inputs:
             if name == INPUT_IDS:
@@ -199,11 +208,12 @@ class GreedyDecoder:
         chosen_logprob = np.empty(batch, dtype=np.float32)
         scratch = None if grammar is not None else np.empty((batch, self.vocab_size), dtype=np.float32)
 
+        first_call, step_call = self.plan.calls(batch)  # a 4-bit step for a few rows, where the export has one
         encoded, _arrays = self.encoder(feed)  # _arrays: the memory under encoded, if any
         available = {**encoded, ENCODER_ATTENTION_MASK: feed[ATTENTION_MASK]}
-        available.update(self._first_call(available, tokens, logits))
+        available.update(self._first_call(self.sessions[first_call.file], available, tokens, logits))
         self_kv = [available[name] for name in self.self_present]
-        step = Binding(self.step, self.device)
+        step = Binding(self.sessions[step_call.file], self.device)
         constant = {name: available[fed_by(name)] for name in self.constants}
         for name, value in constant.items():
             _bind(step, name, value)
