@@ -102,3 +102,14 @@ def test_serve_run_arguments_are_typed_and_checked():
         app({"max_batch": "many"})
     with pytest.raises(ConfigError, match="unknown field"):
         app({"modle": "/srv/model"})
+
+
+def test_ray_serve_logs_requests_only_when_the_native_server_would():
+    """Ray Serve's access log follows --access-log (off by default, as the native server's), on the
+    deployment (replicas) and in what `serve.start` gets (the proxy)."""
+    from mtop_edge.serve.ray import deployment, logging_config
+
+    assert logging_config(ServeSettings()) == {"enable_access_log": False, "log_level": "WARNING"}
+    assert logging_config(ServeSettings(access_log=True))["enable_access_log"] is True
+    options = deployment(ServeSettings(), replicas=2)._bound_deployment._deployment_config.logging_config
+    assert options["enable_access_log"] is False

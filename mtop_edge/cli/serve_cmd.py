@@ -126,10 +126,10 @@ def _serve_on_ray(settings, replicas: int, address: str | None) -> None:
     import ray
     from ray import serve
 
-    from mtop_edge.serve.ray import DEPLOYMENT, deployment
+    from mtop_edge.serve.ray import DEPLOYMENT, deployment, logging_config
 
     ray.init(address=address, ignore_reinit_error=True, logging_level="ERROR", log_to_driver=False)
-    serve.start(http_options={"host": settings.host, "port": settings.port})
+    serve.start(http_options={"host": settings.host, "port": settings.port}, logging_config=logging_config(settings))
     serve.run(deployment(settings, replicas), name=DEPLOYMENT, route_prefix="/", blocking=False)
     where = f"{replicas} replica(s) on Ray {ray.__version__}, http://{settings.host}:{settings.port}"
     click.echo(f"mtop-edge serve --ray: {where}", err=True)

@@ -75,6 +75,12 @@ def _replica_name() -> str:
     return str(getattr(replica, "unique_id", replica) or getattr(context, "replica_tag", ""))
 
 
+def logging_config(settings: ServeSettings) -> dict:
+    """Ray Serve's logging as the native server's: an access log only with ``access_log``, warnings
+    and errors otherwise (Ray's default logs every request, in the proxy and again in the replica)."""
+    return {"enable_access_log": settings.access_log, "log_level": "WARNING"}
+
+
 def deployment(settings: ServeSettings, replicas: int = 1):
     """The bound application: ``replicas`` replicas, each queueing at most ``max_queue`` requests."""
     return RayParser.options(
@@ -82,6 +88,7 @@ def deployment(settings: ServeSettings, replicas: int = 1):
         max_ongoing_requests=max(settings.max_batch * 2, 8),
         max_queued_requests=settings.max_queue,
         ray_actor_options={"num_cpus": settings.threads or 1},
+        logging_config=logging_config(settings),
     ).bind(asdict(settings))
 
 
