@@ -50,8 +50,9 @@ def test_no_decoder_step_runs_once_every_tree_is_closed(tiny_export):
             return self.session._sess.run_with_iobinding(binding, options)
 
     # one decoder graph gives every id, the first one too (the encoder returns the cross-attention keys/values)
-    assert parser.decoder.first is parser.decoder.step
-    parser.decoder.first = parser.decoder.step = CountingSession(parser.decoder.step)
+    decoder = parser.decoder
+    assert decoder.first is decoder.step and decoder.plan.first == decoder.plan.step
+    decoder.sessions[decoder.plan.step.file] = CountingSession(decoder.step)  # the loop runs them by file
     for row in EVAL_ROWS[:20]:
         source = parser.source.prepare(row["utterance"])
         runs.clear()
