@@ -8,7 +8,8 @@ On CUDA the encoder outputs and both caches stay on the device between steps, an
 the logits land in one preallocated host buffer. On the CPU, rows that are done leave the batch
 once half of it is (`DROP_AT`); on CUDA they keep their slot, fed PAD. With the grammar a row is
 done when its tree closes (the EOS that must follow needs no step), and the loop ends when every
-tree is closed.
+tree is closed. An export with a small-batch step (a 4-bit twin of the step graph) runs it for
+calls of a few rows (`GraphPlan.calls`); everything else about the loop is the same.
 """
 
 from __future__ import annotations
