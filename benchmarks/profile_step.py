@@ -67,21 +67,15 @@ def main() -> None:
                 parser.parse_batch(rows)
                 return
             sources = [parser.source.prepare(u, truncate=True) for u in rows]
-            starts = [s.word_starts for s in sources] if sources[0].word_starts is not None else None
-            ids, words = [s.ids for s in sources], [len(s.words) for s in sources]
-            parser.decode_ids(ids, words, starts, forced_steps=args.forced_steps)
+            parser.decode_sources(sources, forced_steps=args.forced_steps)
 
         parse(utterances[args.rows : 2 * args.rows])  # untimed: first-run allocations
         parse(utterances[: args.rows])
-        decoder = parser.decoder
-        sessions = [decoder.encoder.session]
-        sessions += [s for s in vars(decoder).values() if isinstance(s, ort.InferenceSession)]
-        for session in dict.fromkeys(sessions):
+        for file, session in parser.decoder.sessions.items():  # every graph, a per-batch export's twin too
             trace = Path(session.end_profiling())
             times = node_times(trace)
             total = sum(times.values()) or 1
-            inputs = [i.name for i in session.get_inputs()][:2]
-            print(f"session with inputs {inputs}: {total / 1000:.1f} ms in nodes over two batches")
+            print(f"{file}: {total / 1000:.1f} ms in nodes over two batches")
             for op, microseconds in times.most_common(12):
                 print(f"  {op:<28} {microseconds / 1000:8.1f} ms  {100 * microseconds / total:5.1f}%")
 

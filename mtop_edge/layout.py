@@ -45,8 +45,9 @@ class DecoderCall:
 
 @dataclass(frozen=True)
 class GraphPlan:
-    """The decoder calls; ``small`` (if any) replaces both for calls of at most ``small_rows`` rows:
-    the same graph with 4-bit weights, faster where a step's weight read dominates."""
+    """The decoder calls; ``small`` (if any) is the step graph with 4-bit weights, faster where a
+    step's weight read dominates: it replaces the step (and the first call, where that is the step
+    graph too) for calls of at most ``small_rows`` rows."""
 
     first: DecoderCall
     step: DecoderCall
@@ -60,9 +61,9 @@ class GraphPlan:
 
     def calls(self, rows: int) -> tuple[DecoderCall, DecoderCall]:
         """The first and later decoder calls for a batch of ``rows`` rows."""
-        if self.small is not None and rows <= self.small_rows:
-            return self.small, self.small
-        return self.first, self.step
+        if self.small is None or rows > self.small_rows:
+            return self.first, self.step
+        return (self.small if self.first == self.step else self.first), self.small
 
 
 PLANS = {

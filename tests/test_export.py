@@ -461,3 +461,17 @@ def test_int4_decoder_weights_need_int8_quantization(tiny_model, tmp_path):
     with pytest.raises(MtopEdgeError, match="quantize = int8"):
         export_tiny(tiny_model, tmp_path / "x", decoder_weights="int4", quantize="none")
     assert not (tmp_path / "x").exists()
+
+
+def test_a_small_batch_step_replaces_the_first_call_only_where_that_is_the_step_graph():
+    import dataclasses
+
+    from mtop_edge.layout import PLANS, SMALL_BATCH_STEP, DecoderCall, DecoderLayout
+
+    small = DecoderCall(SMALL_BATCH_STEP)
+    for layout in (DecoderLayout.ENCODER_CROSS_KV, DecoderLayout.SEPARATE):
+        plan = dataclasses.replace(PLANS[layout], small=small, small_rows=4)
+        first, step = plan.calls(4)
+        assert step == small and first == (small if layout is DecoderLayout.ENCODER_CROSS_KV else plan.first)
+        assert plan.calls(5) == (plan.first, plan.step)
+        assert SMALL_BATCH_STEP in plan.files

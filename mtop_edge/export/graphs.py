@@ -119,9 +119,8 @@ def quantize_int8(
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     weights = quantization.decoder_weights
-    int4_files = tuple(name for name in files if name != ENCODER) if weights is DecoderWeights.INT4 else ()
     # (source graph, target name, 4-bit weights): every file, then per-batch's 4-bit twin of the step
-    jobs = [(name, name, name in int4_files) for name in files]
+    jobs = [(name, name, weights is DecoderWeights.INT4 and name != ENCODER) for name in files]
     if weights is DecoderWeights.PER_BATCH:
         jobs.append((DECODER_WITH_PAST, SMALL_BATCH_STEP, True))
     details = {

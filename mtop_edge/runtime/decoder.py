@@ -55,6 +55,10 @@ def _rows(out: np.ndarray, logprobs: np.ndarray, last: int, eos_id: int, forced:
     return Decoded(ids, ended, scores)
 
 
+def _io_names(session) -> tuple[set[str], set[str]]:
+    return {i.name for i in session.get_inputs()}, {o.name for o in session.get_outputs()}
+
+
 def _bind(binding: Binding, name: str, value) -> None:
     if isinstance(value, np.ndarray):
         binding.array(name, value)
@@ -144,13 +148,11 @@ class GreedyDecoder:
                     f"decoder_vocab is {arch.decoder_vocab}"
                 )
 
-        if plan.small is not None:  # the small-batch step must be the step graph with other weights
-            small = self.sessions[plan.small.file]
-            for names in (lambda s: {i.name for i in s.get_inputs()}, lambda s: {o.name for o in s.get_outputs()}):
-                if names(small) != names(self.step):
-                    raise ModelError(
-                        f"{manifest.directory / plan.small.file}: its inputs or outputs differ from {plan.step.file}'s"
-                    )
+        if plan.small is not None and _io_names(self.sessions[plan.small.file]) != _io_names(self.step):
+            # the small-batch step must be the step graph with other weights
+            raise ModelError(
+                f"{manifest.directory / plan.small.file}: its inputs or outputs differ from {plan.step.file}'s"
+            )
 
     def _first_call(self, first, available: dict, tokens: np.ndarray, logits: np.ndarray) -> dict:
         """The layout's first decoder step (session ``first``): its outputs by name (logits land in ``logits``)."""

@@ -179,10 +179,13 @@ class Parser:
         """What `evaluate` scores: the tree, None for a malformed output, Rejected for a refused input."""
         return [Rejected(r.error) if r.rejected else r.tree for r in self.parse_batch(utterances, strict=False)]
 
-    def decode_sources(self, sources: Sequence[Source], *, batch_size: int | None = None) -> Decoded:
+    def decode_sources(
+        self, sources: Sequence[Source], *, forced_steps: int | None = None, batch_size: int | None = None
+    ) -> Decoded:
         """Greedy decoding of prepared sources (`source.prepare`); see `decode_ids`."""
         starts = [s.word_starts for s in sources] if sources and sources[0].word_starts is not None else None
-        return self.decode_ids([s.ids for s in sources], [len(s.words) for s in sources], starts, batch_size=batch_size)
+        ids, words = [s.ids for s in sources], [len(s.words) for s in sources]
+        return self.decode_ids(ids, words, starts, forced_steps=forced_steps, batch_size=batch_size)
 
     def decode_ids(
         self,
