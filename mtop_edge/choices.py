@@ -21,4 +21,11 @@ class Constraints(str, Enum):
     NONE = "none"  # whatever the model emits, which may not be a tree
 
 
+class RayIngress(str, Enum):
+    """What receives HTTP in front of the Ray Serve replicas."""
+
+    HAPROXY = "haproxy"  # Ray's HAProxy straight to each replica's own HTTP port (RAY_SERVE_ENABLE_HA_PROXY)
+    PROXY = "proxy"  # Ray's Python proxy actor, which hands each request to a replica over Ray
+
+
 DEVICES = tuple(d.value for d in Device)

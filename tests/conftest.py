@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -204,9 +205,15 @@ def fp32_server(tiny_export_fp32):
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """One local two-CPU Ray cluster for every Ray test (CI pays its start once). The Data and the Serve
-    tests live in separate modules so that the Serve replicas (one CPU each) are gone before the
-    Data actors ask for theirs."""
+    """One local two-CPU Ray cluster for every Ray test (CI pays its start once), with the HAProxy
+    ingress that `serve --ray` starts by default. The Data and the Serve tests live in separate
+    modules so that the Serve replicas (one CPU each) are gone before the Data actors ask for theirs."""
+    from mtop_edge.choices import RayIngress
+    from mtop_edge.serve.ray_ingress import ingress_environment
+
+    saved = dict(os.environ)
+    os.environ.update(ingress_environment(RayIngress.HAPROXY))  # `serve --ray`'s default, before Ray reads it
+    os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = "1"  # a deleted replica drains 30 s otherwise
     ray = pytest.importorskip("ray")
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     yield ray
@@ -214,6 +221,8 @@ def ray_cluster():
 
     serve.shutdown()
     ray.shutdown()
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 def ray_worker_pids(fragment: str) -> list[int]:

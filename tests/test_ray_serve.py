@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
@@ -17,7 +19,7 @@ pytest.importorskip("ray")
 from mtop_edge.runtime import Parser
 from mtop_edge.serve.settings import ServeSettings
 
-from .conftest import SAMPLES, free_port, ray_worker_pids
+from .conftest import SAMPLES, Server, free_port, ray_worker_pids
 from .test_serve import BAD, _without_confidences
 
 UTTERANCES = [json.loads(line)["utterance"] for line in (SAMPLES / "eval_sample.jsonl").read_text().splitlines()]
@@ -33,8 +35,24 @@ def ray_server(ray_cluster, tiny_export_fp32):
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     settings = ServeSettings(model=str(tiny_export_fp32[0]), threads=1, max_items=8, max_body_bytes=4096)
     serve.run(deployment(settings, replicas=2), name=DEPLOYMENT, route_prefix="/")
+    assert _haproxy_on(port), "the requests must pass the ingress `serve --ray` uses by default"
     yield f"http://127.0.0.1:{port}"
     serve.delete(DEPLOYMENT)
+
+
+def _haproxy_on(port: int) -> bool:
+    """Whether an HAProxy listens on ``port`` (Ray writes the port into the config file it runs)."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                command = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if command and command[0].endswith(b"/haproxy") and b"-f" in command:
+                config = Path(command[command.index(b"-f") + 1].decode())
+                if config.is_file() and f"bind 127.0.0.1:{port}" in config.read_text():
+                    return True
+    return False
 
 
 def _replica_pids() -> list[int]:
@@ -113,3 +131,46 @@ def test_ray_serve_logs_requests_only_when_the_native_server_would():
     assert logging_config(ServeSettings(access_log=True))["enable_access_log"] is True
     options = deployment(ServeSettings(), replicas=2)._bound_deployment._deployment_config.logging_config
     assert options["enable_access_log"] is False
+
+
+def test_serve_ray_through_the_python_proxy(tiny_export_fp32, fp32_server):
+    """`serve --ray --ingress proxy`: its own local cluster, Ray's Python proxy in front, the same answers."""
+    server = Server(
+        "--ray", "--ingress", "proxy", "--max-items", "8", "--max-body-bytes", "4096", model=tiny_export_fp32[0]
+    )
+    try:
+        assert not _haproxy_on(server.port)
+        parser = Parser.load(tiny_export_fp32[0])
+        for utterance in UTTERANCES[:20]:
+            reply = httpx.post(server.url + "/v1/parse", json={"utterance": utterance}, timeout=60)
+            assert _without_confidences(reply.json()) == _without_confidences(parser.parse(utterance).to_json())
+        for what, method, path, body, headers, _status, _code in BAD[:4]:
+            native = httpx.request(method, fp32_server.url + path, content=body, headers=headers, timeout=60)
+            on_ray = httpx.request(method, server.url + path, content=body, headers=headers, timeout=60)
+            assert (on_ray.status_code, on_ray.json()) == (native.status_code, native.json()), what
+    finally:
+        assert server.stop()
+
+
+def test_the_ingress_sets_what_ray_reads_and_a_busy_haproxy_port_is_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from mtop_edge.choices import RayIngress
+    from mtop_edge.cli import cli
+    from mtop_edge.serve.ray_ingress import busy_ingress_ports, ingress_environment
+
+    assert ingress_environment(RayIngress.PROXY) == {
+        "RAY_SERVE_ENABLE_HA_PROXY": "0",
+        "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0",
+    }
+    haproxy = ingress_environment(RayIngress.HAPROXY, {"RAY_SERVE_HAPROXY_NBTHREAD": "3"})
+    assert haproxy["RAY_SERVE_ENABLE_HA_PROXY"] == "1" and haproxy["RAY_SERVE_HAPROXY_NBTHREAD"] == "3"
+    with socket.socket() as held:
+        held.bind(("0.0.0.0", 0))
+        port = held.getsockname()[1]
+        environ = {"RAY_SERVE_HAPROXY_STATS_PORT": str(port), "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port())}
+        assert busy_ingress_ports(RayIngress.HAPROXY, environ) == [f"RAY_SERVE_HAPROXY_STATS_PORT={port}"]
+        assert busy_ingress_ports(RayIngress.PROXY, environ) == []
+        result = CliRunner().invoke(cli, ["serve", "--ray"], env=environ)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.count("\n") == 1 and f"RAY_SERVE_HAPROXY_STATS_PORT={port}" in result.output

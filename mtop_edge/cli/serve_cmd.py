@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from mtop_edge.choices import RayIngress
 from mtop_edge.cli.options import device_option, min_confidence_option, shared_pool
 from mtop_edge.errors import require
 
@@ -74,8 +75,16 @@ from mtop_edge.errors import require
 @click.option("--ray", "on_ray", is_flag=True, help="Serve on Ray Serve (the ray extra) instead of local workers.")
 @click.option("--replicas", default=1, type=click.IntRange(min=1), help="--ray: replicas, each with its own model.")
 @click.option("--address", help="--ray: join this Ray cluster (default: start a local one).")
+@click.option(
+    "--ingress",
+    type=click.Choice([i.value for i in RayIngress]),
+    default=RayIngress.HAPROXY.value,
+    help="--ray, local cluster: HAProxy straight to the replicas, or Ray's Python proxy (docs/scaling.md).",
+)
 @click.pass_context
-def command(ctx, model_dir, host, port, device, threads, workers, on_ray, replicas, address, **options) -> None:
+def command(
+    ctx, model_dir, host, port, device, threads, workers, on_ray, replicas, address, ingress, **options
+) -> None:
     """Serve POST /v1/parse, GET /v1/model, /healthz, /readyz, /metrics, /openapi.json and a page at /.
 
     \b
@@ -101,7 +110,7 @@ def command(ctx, model_dir, host, port, device, threads, workers, on_ray, replic
         model=model, device=device, threads=threads, host=host, port=port, workers=workers, **options
     )
     if on_ray:
-        _serve_on_ray(settings, replicas, address)
+        _serve_on_ray(settings, replicas, address, RayIngress(ingress))
         return
     pool = shared_pool(ctx, device, threads) if workers == 1 else None  # each worker makes its own
     load = {"device": device, "threads": threads, "min_confidence": settings.min_confidence}
@@ -117,21 +126,39 @@ def command(ctx, model_dir, host, port, device, threads, workers, on_ray, replic
     sys.exit(Supervisor(settings, log=lambda line: click.echo(line, err=True)).run())
 
 
-def _serve_on_ray(settings, replicas: int, address: str | None) -> None:
-    """Ray Serve on ``address`` (or a local cluster) until SIGTERM/SIGINT, then shut it down."""
+def _serve_on_ray(settings, replicas: int, address: str | None, ingress: RayIngress) -> None:
+    """Ray Serve on ``address`` (or a local cluster with ``ingress``) until SIGTERM/SIGINT, then shut it
+    down. A cluster of one's own has the ingress it was started with (docs/scaling.md)."""
     require("ray", "ray")
     import signal
     import threading
 
+    if address is None:  # before Ray is imported: Serve reads these once, in every process it starts
+        from mtop_edge.serve.ray_ingress import busy_ingress_ports, ingress_environment
+
+        os.environ.update(ingress_environment(ingress))
+        busy = busy_ingress_ports(ingress)
+        if busy:
+            raise click.ClickException(
+                f"HAProxy's ports are in use ({', '.join(busy)}; another `serve --ray` here?): "
+                "set those variables to free ports, or pass --ingress proxy"
+            )
     import ray
     from ray import serve
 
     from mtop_edge.serve.ray import DEPLOYMENT, deployment, logging_config
 
     ray.init(address=address, ignore_reinit_error=True, logging_level="ERROR", log_to_driver=False)
-    serve.start(http_options={"host": settings.host, "port": settings.port}, logging_config=logging_config(settings))
-    serve.run(deployment(settings, replicas), name=DEPLOYMENT, route_prefix="/", blocking=False)
-    where = f"{replicas} replica(s) on Ray {ray.__version__}, http://{settings.host}:{settings.port}"
+    try:
+        options = {"host": settings.host, "port": settings.port}
+        serve.start(http_options=options, logging_config=logging_config(settings))
+        serve.run(deployment(settings, replicas), name=DEPLOYMENT, route_prefix="/", blocking=False)
+    except Exception as exc:  # Ray's errors are tracebacks from other processes: say what failed, stop all
+        serve.shutdown()
+        ray.shutdown()
+        raise click.ClickException(f"Ray Serve did not start: {str(exc).splitlines()[0]}") from None
+    front = ingress.value if address is None else "the cluster's"
+    where = f"{replicas} replica(s) on Ray {ray.__version__}, {front} ingress, http://{settings.host}:{settings.port}"
     click.echo(f"mtop-edge serve --ray: {where}", err=True)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

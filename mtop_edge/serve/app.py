@@ -2,9 +2,9 @@
 
 `Service` is the contract: ``POST /v1/parse`` (one utterance or a list), ``GET /v1/model``,
 ``/healthz``, ``/readyz``, ``/metrics``, ``/openapi.json`` and the page at ``/``. What parses is
-handed in (``parse``: an async function of utterances and ``truncate``), so the native server
-(its `Batcher`) and Ray Serve (``serve/ray.py``) answer alike. `create_app` builds the native app
-around one loaded Parser.
+handed in (``parse``: an async function of utterances and ``truncate``). `create_app` builds the
+app around one loaded Parser, its requests coalesced by a `Batcher`: a native worker and a Ray Serve
+replica (``serve/ray.py``) each serve one.
 """
 
 from __future__ import annotations
@@ -173,8 +173,16 @@ def load_parser(settings: ServeSettings) -> Parser:
     )
 
 
-def create_app(parser: Parser, settings: ServeSettings | None = None, metrics: Metrics | None = None):
-    """The native service around one loaded parser: requests coalesced by a `Batcher`."""
+def create_app(
+    parser: Parser,
+    settings: ServeSettings | None = None,
+    metrics: Metrics | None = None,
+    *,
+    summary: dict | None = None,
+    request_ids: bool = True,
+):
+    """The service around one loaded parser, requests coalesced by a `Batcher` started in the app's
+    lifespan; ``summary`` adds to ``GET /v1/model``, ``request_ids=False`` where a proxy stamps them."""
     settings = settings or ServeSettings()
     metrics = metrics or Metrics()
     state: dict = {"batcher": None}
@@ -194,7 +202,7 @@ def create_app(parser: Parser, settings: ServeSettings | None = None, metrics: M
     def ready() -> bool:
         return state["batcher"] is not None and not state["batcher"].draining
 
-    service = Service(model_summary(parser, settings), settings, parse, ready, metrics)
+    service = Service({**model_summary(parser, settings), **(summary or {})}, settings, parse, ready, metrics)
     service.pending = lambda: state["batcher"].pending if state["batcher"] is not None else 0
 
     @asynccontextmanager
@@ -213,4 +221,4 @@ def create_app(parser: Parser, settings: ServeSettings | None = None, metrics: M
         finally:  # uvicorn has stopped accepting and waited for open requests; finish what is queued
             await batcher.drain(settings.drain_seconds)
 
-    return service.app(lifespan)
+    return service.app(lifespan, request_ids=request_ids)

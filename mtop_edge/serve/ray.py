@@ -1,22 +1,22 @@
-"""The service on Ray Serve (the ``ray`` extra): the same HTTP contract, batched with ``@serve.batch``.
+"""The service on Ray Serve (the ``ray`` extra): the same HTTP contract, the same batching.
 
-Each replica loads the model once and serves the very ASGI app the native server runs
-(``app.Service``: routes, errors, guard, OpenAPI document), built after the model has loaded
-(``__serve_build_asgi_app__``); only the parse step differs: concurrent calls on a replica are
-coalesced by ``@serve.batch`` (``--max-batch`` calls, ``--max-wait-ms``) instead of the native
-`Batcher`. Run it with ``mtop-edge serve --ray`` or ``serve run mtop_edge.serve.ray:app
-model=DIR replicas=2``.
+Each replica loads the model once and serves the very ASGI app a native worker runs
+(``app.create_app``: routes, errors, guard, OpenAPI document and its `Batcher`), built after the
+model has loaded (``__serve_build_asgi_app__``); Ray runs the app's lifespan, which starts the
+batcher. ``--max-batch`` and ``--max-wait-ms`` therefore mean exactly what they mean natively: the
+next batch takes what waited while the last one ran. (Ray's ``@serve.batch`` forms each batch as
+soon as the previous one is handed off, not when it finishes, so under steady load it ran batches
+of one or two rows: benchmarks/README.md, "Scaling out".) Run it with ``mtop-edge serve --ray`` or
+``serve run mtop_edge.serve.ray:app model=DIR replicas=2``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import typing
 from dataclasses import asdict
 
 from ray import serve
 
-from mtop_edge.runtime.results import ParseResult
 from mtop_edge.serve.settings import ServeSettings
 
 DEPLOYMENT = "mtop-edge"
@@ -28,45 +28,16 @@ class RayParser:
     """One replica: a loaded Parser behind the service's ASGI app."""
 
     def __init__(self, settings: dict) -> None:
-        from mtop_edge.serve.app import Service, load_parser, model_summary
-        from mtop_edge.serve.metrics import Metrics
+        from mtop_edge.serve.app import load_parser
 
         self.settings = ServeSettings(**settings)
         self.parser = load_parser(self.settings)
-        self.metrics = Metrics()
-        self.batched.set_max_batch_size(self.settings.max_batch)
-        self.batched.set_batch_wait_timeout_s(self.settings.max_wait_ms / 1000)
-        self.service = Service(
-            {**model_summary(self.parser, self.settings), "replica": _replica_name()},
-            self.settings,
-            self.parse,
-            lambda: True,
-            self.metrics,
-        )
 
     def __serve_build_asgi_app__(self):
-        return self.service.app(request_ids=False)  # Ray's proxy stamps X-Request-Id (the client's, or its own)
+        from mtop_edge.serve.app import create_app
 
-    async def parse(self, utterances: list[str], truncate: bool) -> list[ParseResult]:
-        return await self.batched((utterances, truncate))
-
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
-    async def batched(self, calls: list[tuple[list[str], bool]]) -> list[list[ParseResult]]:
-        """The calls that arrived together, parsed as one runtime batch per ``truncate`` setting."""
-        answers: list[list[ParseResult] | None] = [None] * len(calls)
-        for truncate in (False, True):
-            chosen = [i for i, (_, flag) in enumerate(calls) if flag == truncate]
-            utterances = [u for i in chosen for u in calls[i][0]]
-            if not utterances:
-                continue
-            self.metrics.batch(len(utterances))
-            results = await asyncio.to_thread(self.parser.parse_batch, utterances, truncate=truncate, strict=False)
-            self.metrics.parsed(len(utterances))
-            start = 0
-            for i in chosen:
-                answers[i] = results[start : start + len(calls[i][0])]
-                start += len(calls[i][0])
-        return answers
+        # Ray's proxy (or its HAProxy) stamps X-Request-Id: the client's, or its own
+        return create_app(self.parser, self.settings, summary={"replica": _replica_name()}, request_ids=False)
 
 
 def _replica_name() -> str:
