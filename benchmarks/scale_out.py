@@ -1,10 +1,12 @@
 """Scaling out on one machine: native workers against Ray Serve replicas, Ray Data against `parse -`.
 
-    python benchmarks/scale_out.py [--model DIR] [--requests 600] [--lines 20000] [--out benchmarks/results]
+    python benchmarks/scale_out.py [--model DIR] [--requests 600] [--lines 20000] [--ingress haproxy,proxy]
+        [--out benchmarks/results]
 
 Every server gets the same load (benchmarks/serve_load.py's lean keep-alive client, one utterance a
 request, in-repo eval sample) at concurrency 1, 8 and 32: the native server with one and two workers
-(batching on), then Ray Serve with one and two replicas (one CPU and one onnxruntime thread each).
+(batching on), then Ray Serve with one and two replicas (one CPU and one onnxruntime thread each)
+behind each ``--ingress`` asked for.
 Then five runs of concurrency 32 against two native workers, each worker's share of the requests
 read from `/metrics` (label `worker`); in-process `parse_batch` on 32-row calls as the ceiling; and
 a corpus of ``--lines`` lines through `parse --ray --actors 1` and `parse -` in one process. Writes
@@ -150,6 +152,7 @@ def main() -> None:
     arguments.add_argument("--requests", type=int, default=600, help="requests per setting")
     arguments.add_argument("--seconds", type=float, default=60, help="time cap per setting")
     arguments.add_argument("--lines", type=int, default=20000, help="corpus lines (0 skips)")
+    arguments.add_argument("--ingress", default="haproxy", help="serve --ray --ingress values, comma-separated")
     arguments.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = arguments.parse_args()
 
@@ -164,12 +167,14 @@ def main() -> None:
             result["rows"] += load_rows(server, f"native, {workers} worker(s)", bodies, args.seconds)
         finally:
             server.stop()
-    for replicas in (1, 2):
-        server = RayServer(["--replicas", str(replicas), *model_args, "--max-batch", "32"])
-        try:
-            result["rows"] += load_rows(server, f"Ray Serve, {replicas} replica(s)", bodies, args.seconds)
-        finally:
-            server.stop()
+    for ingress in args.ingress.split(","):
+        for replicas in (1, 2):
+            server = RayServer(["--ingress", ingress, "--replicas", str(replicas), *model_args, "--max-batch", "32"])
+            try:
+                label = f"Ray Serve ({ingress}), {replicas} replica(s)"
+                result["rows"] += load_rows(server, label, bodies, args.seconds)
+            finally:
+                server.stop()
     result["balance"] = balance(model_args, bodies, args.seconds)
     if args.lines:
         result["corpus"] = corpus(args.model, utterances, args.lines)
