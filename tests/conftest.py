@@ -225,16 +225,24 @@ def ray_cluster():
     os.environ.update(saved)
 
 
+def process_commands() -> dict[int, list[bytes]]:
+    """Every process's argv as /proc shows it (``ps`` lists no Ray process in this sandbox)."""
+    commands = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                commands[int(entry.name)] = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+    return commands
+
+
 def ray_worker_pids(fragment: str) -> list[int]:
     """Processes whose title (``ray::ClassName...``, set by Ray) contains ``fragment``: the Ray
     actors to kill, found without Ray's state API (which needs the dashboard the tests leave off)."""
     pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if title.startswith("ray::") and fragment in title:
-                pids.append(int(entry.name))
+    for pid, command in process_commands().items():
+        title = b" ".join(command).decode(errors="replace")
+        if title.startswith("ray::") and fragment in title:
+            pids.append(pid)
     return sorted(pids)

@@ -19,7 +19,7 @@ pytest.importorskip("ray")
 from mtop_edge.runtime import Parser
 from mtop_edge.serve.settings import ServeSettings
 
-from .conftest import SAMPLES, Server, free_port, ray_worker_pids
+from .conftest import SAMPLES, Server, free_port, process_commands, ray_worker_pids
 from .test_serve import BAD, _without_confidences
 
 UTTERANCES = [json.loads(line)["utterance"] for line in (SAMPLES / "eval_sample.jsonl").read_text().splitlines()]
@@ -42,16 +42,11 @@ def ray_server(ray_cluster, tiny_export_fp32):
 
 def _haproxy_on(port: int) -> bool:
     """Whether an HAProxy listens on ``port`` (Ray writes the port into the config file it runs)."""
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                command = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if command and command[0].endswith(b"/haproxy") and b"-f" in command:
-                config = Path(command[command.index(b"-f") + 1].decode())
-                if config.is_file() and f"bind 127.0.0.1:{port}" in config.read_text():
-                    return True
+    for command in process_commands().values():
+        if command[0].endswith(b"/haproxy") and b"-f" in command:
+            config = Path(command[command.index(b"-f") + 1].decode())
+            if config.is_file() and f"bind 127.0.0.1:{port}" in config.read_text():
+                return True
     return False
 
 

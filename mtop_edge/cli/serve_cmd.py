@@ -10,7 +10,7 @@ import click
 
 from mtop_edge.choices import RayIngress
 from mtop_edge.cli.options import device_option, min_confidence_option, shared_pool
-from mtop_edge.errors import require
+from mtop_edge.errors import MtopEdgeError, require
 
 
 @click.command("serve", context_settings={"show_default": True})
@@ -139,7 +139,7 @@ def _serve_on_ray(settings, replicas: int, address: str | None, ingress: RayIngr
         os.environ.update(ingress_environment(ingress))
         busy = busy_ingress_ports(ingress)
         if busy:
-            raise click.ClickException(
+            raise MtopEdgeError(
                 f"HAProxy's ports are in use ({', '.join(busy)}; another `serve --ray` here?): "
                 "set those variables to free ports, or pass --ingress proxy"
             )
@@ -156,7 +156,7 @@ def _serve_on_ray(settings, replicas: int, address: str | None, ingress: RayIngr
     except Exception as exc:  # Ray's errors are tracebacks from other processes: say what failed, stop all
         serve.shutdown()
         ray.shutdown()
-        raise click.ClickException(f"Ray Serve did not start: {str(exc).splitlines()[0]}") from None
+        raise MtopEdgeError(f"Ray Serve did not start: {str(exc).splitlines()[0]}") from None
     front = ingress.value if address is None else "the cluster's"
     where = f"{replicas} replica(s) on Ray {ray.__version__}, {front} ingress, http://{settings.host}:{settings.port}"
     click.echo(f"mtop-edge serve --ray: {where}", err=True)
