@@ -137,6 +137,11 @@ class Manifest:
         return dataclasses.replace(plan, small=DecoderCall(small["file"]), small_rows=int(small["max_rows"]))
 
     @property
+    def packed_encoder(self) -> bool:
+        """The encoder skips a batch's padding itself (export option ``pack_encoder_tokens``)."""
+        return bool(self.raw.get("options", {}).get("pack_encoder_tokens", False))
+
+    @property
     def encoder_inputs(self) -> list[str]:
         """What the encoder graph takes (`core.source.encoder_feed` builds them)."""
         extra = [WORD_INDEX] if self.spec.source_format is SourceFormat.WORD_PIECES else []

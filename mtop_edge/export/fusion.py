@@ -32,6 +32,7 @@ import numpy as np
 from mtop_edge.errors import ModelError
 from mtop_edge.export.graphs import KEEP_FP32 as POSITION_BIAS
 from mtop_edge.export.graphs import quiet
+from mtop_edge.export.packed_tokens import pack_encoder_tokens
 from mtop_edge.layout import ENCODER
 
 OPTIMUM_PAST = re.compile(r"^(past_key_values|present)\.(\d+)\.(decoder|encoder)\.(key|value)$")
@@ -301,8 +302,11 @@ def pack_parallel_matmuls(model) -> int:
     return removed
 
 
-def fuse_graph(path: Path, *, num_heads: int, hidden_size: int, max_distance: int, pack: bool) -> dict[str, int]:
-    """Fuse one graph file in place (``pack``: also `pack_parallel_matmuls`); returns the fused operator counts."""
+def fuse_graph(
+    path: Path, *, num_heads: int, hidden_size: int, max_distance: int, pack: bool, pack_tokens: bool = False
+) -> dict[str, int]:
+    """Fuse one graph file in place (``pack``: also `pack_parallel_matmuls`; ``pack_tokens``: the encoder
+    without padding, `packed_tokens.pack_encoder_tokens`); returns the fused operator counts."""
     import onnx
     from onnxruntime.transformers.optimizer import optimize_model
 
@@ -319,16 +323,21 @@ def fuse_graph(path: Path, *, num_heads: int, hidden_size: int, max_distance: in
     replace_decoder_self_bias(model, max_distance)
     split_packed_attention(model)
     packed = pack_parallel_matmuls(model) if pack else 0
+    unpacked_for = pack_encoder_tokens(model) if pack_tokens else 0
     fused.prune_graph(allow_remove_graph_inputs=False)
     _rename_io(model, {ort: optimum for optimum, ort in to_ort.items()})
     onnx.save(model, str(path))
     counts = Counter(n.op_type for n in model.graph.node)
-    return {**{op: counts[op] for op in FUSED_OPS if counts[op]}, **({"MatMuls packed": packed} if packed else {})}
+    extra = {"MatMuls packed": packed} if packed else {}
+    if unpacked_for:
+        extra["tokens packed around attentions"] = unpacked_for
+    return {**{op: counts[op] for op in FUSED_OPS if counts[op]}, **extra}
 
 
-def fuse_graphs(directory: Path, config, files: list[str], *, pack: bool = True) -> dict:
+def fuse_graphs(directory: Path, config, files: list[str], *, pack: bool = True, pack_tokens: bool = False) -> dict:
     """Fuse the graph ``files`` of an fp32 export in ``directory``; returns the manifest entry.
 
+    ``pack_tokens`` also removes the encoder's padding from its token-wise layers (`packed_tokens`).
     ``pack`` joins the decoder's parallel MatMuls (`pack_parallel_matmuls`): exact in fp32 and with
     per-channel int8 scales; one per-tensor scale over joined weights would change the quantized
     numbers. The encoder's stay apart: it runs on many rows at once, where the Split's copies cost
@@ -339,4 +348,9 @@ def fuse_graphs(directory: Path, config, files: list[str], *, pack: bool = True)
         "hidden_size": config.num_heads * config.d_kv,
         "max_distance": config.relative_attention_max_distance,
     }
-    return {name: fuse_graph(directory / name, **settings, pack=pack and name != ENCODER) for name in files}
+    return {
+        name: fuse_graph(
+            directory / name, **settings, pack=pack and name != ENCODER, pack_tokens=pack_tokens and name == ENCODER
+        )
+        for name in files
+    }

@@ -53,6 +53,8 @@ HELP = {
     "quantize_embeddings": "also quantize embedding Gathers (smaller files; off: weight MatMuls only)",
     "optimize": "offline onnxruntime graph optimization saved into the files",
     "fuse": "fused attention, norm and GELU nodes (onnxruntime's transformer fusions, made to run on the CPU)",
+    "pack_encoder_tokens": "the encoder's projections, feed-forwards and norms skip the padding of a batch "
+    "(packed in the graph around each attention; T5 kinds, fuse = true)",
     "share_weights": "store each weight once in weights.bin (the two decoders share theirs)",
     "opset": "ONNX opset (0 = the exporter's default)",
     "parity_rows": "utterances for the parity check at the end (0 = skip)",
@@ -89,6 +91,7 @@ class ExportOptions:
     quantize_embeddings: bool = True
     optimize: str = "none"
     fuse: bool = True
+    pack_encoder_tokens: bool = False
     share_weights: bool = True
     opset: int = 0
     parity_rows: int = 200
@@ -130,6 +133,8 @@ class ExportOptions:
             )
         if self.decoder_weights is DecoderWeights.PER_BATCH and self.layout is not DecoderLayout.ENCODER_CROSS_KV:
             problems.append("decoder_weights = per-batch needs layout = encoder-cross-kv (one step graph to twin)")
+        if self.pack_encoder_tokens and not self.fuse and not encoder_pointer:
+            problems.append("pack_encoder_tokens = true works on the fused encoder: set fuse = true")
         if pointer_head and self.layout is DecoderLayout.MERGED:
             problems.append(
                 "a pointer-head model exports as separate decoders: set layout = encoder-cross-kv or separate"
@@ -145,9 +150,15 @@ class ExportOptions:
             if self.trim_input:
                 changes["trim_input"] = False
                 notes.append("encoder-pointer: the WordPiece vocabulary is kept whole (trim_input = false)")
+            if self.pack_encoder_tokens:
+                changes["pack_encoder_tokens"] = False
+                notes.append("encoder-pointer: its encoder keeps the padded grid (pack_encoder_tokens is for T5 kinds)")
         if self.fuse and self.quantize is Precision.FP16:
             changes["fuse"] = False  # the fp16 converter keeps overflow-prone nodes in fp32 by their unfused names
             notes.append("fp16: graphs left unfused (fusion is for the CPU int8/fp32 graphs)")
+            if self.pack_encoder_tokens:
+                changes["pack_encoder_tokens"] = False
+                notes.append("fp16: the encoder keeps the padded grid (pack_encoder_tokens works on the fused graph)")
         if pointer_head and self.quantize is Precision.INT8 and not self.per_channel:
             # the output layer's MatMul also carries the pointer projection, whose values one per-tensor
             # scale (set by the vocabulary rows) crushes (measured: benchmarks/README.md, "Pointer head")

@@ -93,7 +93,9 @@ def write_graphs(
     if options.fuse:
         log("fusing attention, norms and GELU (onnxruntime's T5 fusion, CPU-runnable)")
         pack = options.quantize is not Precision.INT8 or options.per_channel
-        entries["fusion"] = fusion.fuse_graphs(out, config, files, pack=pack)
+        if options.pack_encoder_tokens:
+            log("packing the encoder's tokens: its token-wise layers skip the padding")
+        entries["fusion"] = fusion.fuse_graphs(out, config, files, pack=pack, pack_tokens=options.pack_encoder_tokens)
     return Graphs(files, entries, architecture(config, decoder_vocab, encoder_vocab))
 
 

@@ -30,6 +30,7 @@ from mtop_edge.runtime.sessions import SessionFactory, ThreadPool
 MAX_BATCH = {"cpu": 12, "cuda": 16}
 WIDE_MODEL_BATCH = 32  # CPU, d_model above 256
 WIDE_MODEL_ENCODER_TOKENS = 64  # padded tokens per encoder call
+PACKED_ENCODER_TOKENS = 256  # the same for an encoder that skips padding itself: only its attention pays for it
 
 
 def is_wide_on_cpu(manifest: Manifest, device: str) -> bool:
@@ -42,9 +43,11 @@ def default_max_batch(manifest: Manifest, device: str) -> int:
 
 
 def default_encoder_tokens(manifest: Manifest, device: str) -> int | None:
-    """Padded tokens per encoder call inside a slice: WIDE_MODEL_ENCODER_TOKENS for wide models on the
-    CPU, else the whole slice in one call."""
-    return WIDE_MODEL_ENCODER_TOKENS if is_wide_on_cpu(manifest, device) else None
+    """Padded tokens per encoder call inside a slice for wide models on the CPU: WIDE_MODEL_ENCODER_TOKENS,
+    or PACKED_ENCODER_TOKENS where the encoder packs its tokens; else the whole slice in one call."""
+    if not is_wide_on_cpu(manifest, device):
+        return None
+    return PACKED_ENCODER_TOKENS if manifest.packed_encoder else WIDE_MODEL_ENCODER_TOKENS
 
 
 def default_model_dir() -> Path:
