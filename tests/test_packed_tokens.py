@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 
-from mtop_edge.errors import ModelError, MtopEdgeError
+from mtop_edge.errors import ModelError
 from mtop_edge.layout import ENCODER
 from mtop_edge.runtime import Parser
 
@@ -16,9 +14,16 @@ from .test_export import UTTERANCES, unconstrained_ids
 
 
 @pytest.fixture(scope="module")
-def packed_fp32(tiny_model, tmp_path_factory):
-    out = tmp_path_factory.mktemp("packed") / "fp32"
-    return out, export_tiny(tiny_model, out, quantize="none", pack_encoder_tokens=True)
+def packed_fp32(tiny_model, tiny_export_fp32):
+    """The default fp32 export: its encoder packs its tokens."""
+    assert tiny_export_fp32[1]["options"]["pack_encoder_tokens"]
+    return tiny_export_fp32
+
+
+@pytest.fixture(scope="module")
+def padded_fp32(tiny_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("padded") / "fp32"
+    return out, export_tiny(tiny_model, out, quantize="none", pack_encoder_tokens=False)
 
 
 def _padded_batch(lengths, vocab: int, seed: int = 0):
@@ -29,7 +34,7 @@ def _padded_batch(lengths, vocab: int, seed: int = 0):
     return np.where(mask == 1, ids, 0), mask
 
 
-def test_packed_encoder_gives_each_real_token_the_numbers_it_had(packed_fp32, tiny_export_fp32):
+def test_packed_encoder_gives_each_real_token_the_numbers_it_had(packed_fp32, padded_fp32):
     import onnx
     import onnxruntime as ort
 
@@ -38,7 +43,7 @@ def test_packed_encoder_gives_each_real_token_the_numbers_it_had(packed_fp32, ti
     assert manifest["fusion"][ENCODER]["tokens packed around attentions"] == manifest["architecture"]["num_layers"]
     ops = [n.op_type for n in onnx.load(str(packed / ENCODER), load_external_data=False).graph.node]
     assert ops.count("Compress") == 1 + manifest["architecture"]["num_layers"]  # the embedding, each attention output
-    sessions = [ort.InferenceSession(str(d / ENCODER), providers=["CPUExecutionProvider"]) for d in (tiny_export_fp32[0], packed)]
+    sessions = [ort.InferenceSession(str(d / ENCODER), providers=["CPUExecutionProvider"]) for d in (padded_fp32[0], packed)]
     names = [o.name for o in sessions[0].get_outputs()]
     assert names == [o.name for o in sessions[1].get_outputs()]  # the same interface
     lengths = [5, 1, 9, 3, 9, 2]
@@ -52,8 +57,8 @@ def test_packed_encoder_gives_each_real_token_the_numbers_it_had(packed_fp32, ti
             np.testing.assert_allclose(real, single, rtol=1e-5, atol=1e-5, err_msg=f"{name}, row {row}")
 
 
-def test_packed_export_decodes_as_the_padded_one_in_groups_or_whole(packed_fp32, tiny_export_fp32):
-    expected = unconstrained_ids(tiny_export_fp32[0], UTTERANCES)
+def test_packed_export_decodes_as_the_padded_one_in_groups_or_whole(packed_fp32, padded_fp32):
+    expected = unconstrained_ids(padded_fp32[0], UTTERANCES)
     assert unconstrained_ids(packed_fp32[0], UTTERANCES) == expected
     parser = Parser.load(packed_fp32[0], constraints="none")
     parser.decoder.encoder.group_tokens = 12  # several encoder calls per slice, each packed
@@ -64,27 +69,28 @@ def test_packed_export_decodes_as_the_padded_one_in_groups_or_whole(packed_fp32,
 def test_packed_int8_export_quantizes_the_weights_only(tiny_model, tiny_export, tmp_path):
     import onnx
 
-    manifest = export_tiny(tiny_model, tmp_path / "int8", pack_encoder_tokens=True)
-    graph = onnx.load(str(tmp_path / "int8" / ENCODER), load_external_data=False).graph
+    padded = export_tiny(tiny_model, tmp_path / "padded-int8", pack_encoder_tokens=False)
+    manifest = tiny_export[1]
+    graph = onnx.load(str(tiny_export[0] / ENCODER), load_external_data=False).graph
     float_inputs = {n.name: n for n in graph.node if n.name.startswith("PackedTokens")}
     produced = {o: n.op_type for n in graph.node for o in n.output}
     # the unpacking Gathers read float activations, never a dequantized copy
     gathers = [n for n in float_inputs.values() if n.op_type == "Gather"]
     assert gathers and all(produced.get(n.input[0]) == "Flatten" for n in gathers)
-    assert manifest["parity"]["quantized_identical_share"] >= tiny_export[1]["parity"]["quantized_identical_share"] - 0.1
-    assert Parser.load(tmp_path / "int8").parse("set an alarm for 7am").ok
+    assert manifest["parity"]["quantized_identical_share"] >= padded["parity"]["quantized_identical_share"] - 0.1
+    assert Parser.load(tiny_export[0]).parse("set an alarm for 7am").ok
 
 
-def test_pack_encoder_tokens_needs_the_fused_t5_encoder(tiny_model, tmp_path):
+def test_pack_encoder_tokens_needs_the_fused_t5_encoder():
     from onnx import TensorProto, helper
 
     from mtop_edge.export.options import ExportOptions
     from mtop_edge.export.packed_tokens import pack_encoder_tokens
 
-    with pytest.raises(MtopEdgeError, match="pack_encoder_tokens = true works on the fused encoder"):
-        export_tiny(tiny_model, tmp_path / "x", fuse=False, pack_encoder_tokens=True)
-    resolved, notes = ExportOptions(pack_encoder_tokens=True).resolve(encoder_pointer=True)
-    assert not resolved.pack_encoder_tokens and any("pack_encoder_tokens" in note for note in notes)
+    for options, context in (({"fuse": False}, {}), ({"quantize": "fp16"}, {}), ({}, {"encoder_pointer": True})):
+        resolved, notes = ExportOptions.load(None, **options).resolve(**context)
+        assert not resolved.pack_encoder_tokens and any("pack_encoder_tokens" in note for note in notes), options
+    assert ExportOptions().resolve()[0].pack_encoder_tokens
     x = helper.make_tensor_value_info("attention_mask", TensorProto.INT64, [1, 2])
     y = helper.make_tensor_value_info("last_hidden_state", TensorProto.INT64, [1, 2])
     graph = helper.make_graph([helper.make_node("Identity", ["attention_mask"], ["last_hidden_state"])], "g", [x], [y])
@@ -93,14 +99,3 @@ def test_pack_encoder_tokens_needs_the_fused_t5_encoder(tiny_model, tmp_path):
         pack_encoder_tokens(model)
     assert len(model.graph.node) == 1  # left as it was
 
-
-def test_wide_packed_encoders_encode_larger_groups():
-    from mtop_edge.runtime.parser import PACKED_ENCODER_TOKENS, WIDE_MODEL_ENCODER_TOKENS, default_encoder_tokens
-
-    def manifest(d_model: int, packed: bool):
-        return SimpleNamespace(architecture=SimpleNamespace(d_model=d_model), packed_encoder=packed)
-
-    assert default_encoder_tokens(manifest(512, True), "cpu") == PACKED_ENCODER_TOKENS
-    assert default_encoder_tokens(manifest(512, False), "cpu") == WIDE_MODEL_ENCODER_TOKENS
-    assert default_encoder_tokens(manifest(128, True), "cpu") is None
-    assert default_encoder_tokens(manifest(512, True), "cuda") is None

@@ -199,14 +199,15 @@ def test_default_slice_size_follows_the_device_and_the_model_width(tiny_export):
 
     from mtop_edge.runtime.parser import (
         MAX_BATCH,
+        PACKED_ENCODER_TOKENS,
         WIDE_MODEL_BATCH,
         WIDE_MODEL_ENCODER_TOKENS,
         default_encoder_tokens,
         default_max_batch,
     )
 
-    def manifest(d_model):
-        return SimpleNamespace(architecture=SimpleNamespace(d_model=d_model))
+    def manifest(d_model, packed=False):
+        return SimpleNamespace(architecture=SimpleNamespace(d_model=d_model), packed_encoder=packed)
 
     assert default_max_batch(manifest(192), "cpu") == MAX_BATCH["cpu"] == 12
     assert default_max_batch(manifest(512), "cpu") == WIDE_MODEL_BATCH == 32
@@ -214,6 +215,9 @@ def test_default_slice_size_follows_the_device_and_the_model_width(tiny_export):
     assert default_encoder_tokens(manifest(512), "cpu") == WIDE_MODEL_ENCODER_TOKENS == 64
     assert default_encoder_tokens(manifest(192), "cpu") is None
     assert default_encoder_tokens(manifest(512), "cuda") is None
+    # an encoder that skips padding itself (pack_encoder_tokens) pays for it in attention only
+    assert default_encoder_tokens(manifest(512, packed=True), "cpu") == PACKED_ENCODER_TOKENS == 256
+    assert default_encoder_tokens(manifest(192, packed=True), "cpu") is None
     assert Parser.load(tiny_export[0]).max_batch == 12 and Parser.load(tiny_export[0], max_batch=5).max_batch == 5
 
 

@@ -91,7 +91,7 @@ class ExportOptions:
     quantize_embeddings: bool = True
     optimize: str = "none"
     fuse: bool = True
-    pack_encoder_tokens: bool = False
+    pack_encoder_tokens: bool = True
     share_weights: bool = True
     opset: int = 0
     parity_rows: int = 200
@@ -133,8 +133,6 @@ class ExportOptions:
             )
         if self.decoder_weights is DecoderWeights.PER_BATCH and self.layout is not DecoderLayout.ENCODER_CROSS_KV:
             problems.append("decoder_weights = per-batch needs layout = encoder-cross-kv (one step graph to twin)")
-        if self.pack_encoder_tokens and not self.fuse and not encoder_pointer:
-            problems.append("pack_encoder_tokens = true works on the fused encoder: set fuse = true")
         if pointer_head and self.layout is DecoderLayout.MERGED:
             problems.append(
                 "a pointer-head model exports as separate decoders: set layout = encoder-cross-kv or separate"
@@ -153,6 +151,9 @@ class ExportOptions:
             if self.pack_encoder_tokens:
                 changes["pack_encoder_tokens"] = False
                 notes.append("encoder-pointer: its encoder keeps the padded grid (pack_encoder_tokens is for T5 kinds)")
+        if self.pack_encoder_tokens and not self.fuse and not encoder_pointer:
+            changes["pack_encoder_tokens"] = False
+            notes.append("fuse = false: the encoder keeps the padded grid (pack_encoder_tokens works on the fused graph)")
         if self.fuse and self.quantize is Precision.FP16:
             changes["fuse"] = False  # the fp16 converter keeps overflow-prone nodes in fp32 by their unfused names
             notes.append("fp16: graphs left unfused (fusion is for the CPU int8/fp32 graphs)")
