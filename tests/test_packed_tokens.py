@@ -43,14 +43,18 @@ def test_packed_encoder_gives_each_real_token_the_numbers_it_had(packed_fp32, pa
     assert manifest["fusion"][ENCODER]["tokens packed around attentions"] == manifest["architecture"]["num_layers"]
     ops = [n.op_type for n in onnx.load(str(packed / ENCODER), load_external_data=False).graph.node]
     assert ops.count("Compress") == 1 + manifest["architecture"]["num_layers"]  # the embedding, each attention output
-    sessions = [ort.InferenceSession(str(d / ENCODER), providers=["CPUExecutionProvider"]) for d in (padded_fp32[0], packed)]
+    sessions = [
+        ort.InferenceSession(str(d / ENCODER), providers=["CPUExecutionProvider"]) for d in (padded_fp32[0], packed)
+    ]
     names = [o.name for o in sessions[0].get_outputs()]
     assert names == [o.name for o in sessions[1].get_outputs()]  # the same interface
     lengths = [5, 1, 9, 3, 9, 2]
     ids, mask = _padded_batch(lengths, manifest["architecture"]["encoder_vocab"])
     batch = sessions[1].run(None, {"input_ids": ids, "attention_mask": mask})
     for row, length in enumerate(lengths):  # each row alone, unpadded, through the unpacked encoder
-        alone = sessions[0].run(None, {"input_ids": ids[row : row + 1, :length], "attention_mask": mask[row : row + 1, :length]})
+        alone = sessions[0].run(
+            None, {"input_ids": ids[row : row + 1, :length], "attention_mask": mask[row : row + 1, :length]}
+        )
         for name, single, packed_out in zip(names, alone, batch, strict=True):
             axis = 1 if name == "last_hidden_state" else 2
             real = np.take(packed_out[row : row + 1], np.arange(length), axis=axis)
@@ -98,4 +102,3 @@ def test_pack_encoder_tokens_needs_the_fused_t5_encoder():
     with pytest.raises(ModelError, match="not a fused T5 encoder"):
         pack_encoder_tokens(model)
     assert len(model.graph.node) == 1  # left as it was
-

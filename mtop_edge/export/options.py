@@ -153,7 +153,9 @@ class ExportOptions:
                 notes.append("encoder-pointer: its encoder keeps the padded grid (pack_encoder_tokens is for T5 kinds)")
         if self.pack_encoder_tokens and not self.fuse and not encoder_pointer:
             changes["pack_encoder_tokens"] = False
-            notes.append("fuse = false: the encoder keeps the padded grid (pack_encoder_tokens works on the fused graph)")
+            notes.append(
+                "fuse = false: the encoder keeps the padded grid (pack_encoder_tokens works on the fused graph)"
+            )
         if self.fuse and self.quantize is Precision.FP16:
             changes["fuse"] = False  # the fp16 converter keeps overflow-prone nodes in fp32 by their unfused names
             notes.append("fp16: graphs left unfused (fusion is for the CPU int8/fp32 graphs)")

@@ -88,7 +88,9 @@ def pack_encoder_tokens(model) -> int:
     for attention in attentions:
         split = producer.get(attention.input[0])
         if split is None or split.op_type != "Split" or list(split.output) != list(attention.input[:3]):
-            raise ModelError(f"pack_encoder_tokens: {attention.name}'s query/key/value are not one Split of a projection")
+            raise ModelError(
+                f"pack_encoder_tokens: {attention.name}'s query/key/value are not one Split of a projection"
+            )
         splits.append(split)
     embedded = norms[0].input[0]
     if embedded not in producer:
