@@ -26,7 +26,7 @@ PREFIX = "PackedTokens"
 HIDDEN = "last_hidden_state"
 
 
-def _index_nodes(helper, numpy_helper, graph) -> list:
+def _index_nodes(helper, numpy_helper, graph, bool_type: int) -> list:
     """Per batch: which grid positions are tokens, each one's packed index, and the grid's shape (B, S, -1)."""
     p = PREFIX
     graph.initializer.extend(
@@ -41,7 +41,7 @@ def _index_nodes(helper, numpy_helper, graph) -> list:
     )
     return [
         helper.make_node("Reshape", [ATTENTION_MASK, f"{p}/flat"], [f"{p}/mask"], name=f"{p}/mask"),
-        helper.make_node("Cast", [f"{p}/mask"], [f"{p}/keep"], name=f"{p}/keep", to=9),  # bool
+        helper.make_node("Cast", [f"{p}/mask"], [f"{p}/keep"], name=f"{p}/keep", to=bool_type),
         helper.make_node("CumSum", [f"{p}/mask", f"{p}/axis0"], [f"{p}/count"], name=f"{p}/count"),
         helper.make_node("Sub", [f"{p}/count", f"{p}/one"], [f"{p}/index"], name=f"{p}/index"),
         helper.make_node("Shape", [ATTENTION_MASK], [f"{p}/grid"], name=f"{p}/grid"),
@@ -75,7 +75,7 @@ def pack_encoder_tokens(model) -> int:
     Raises:
         ModelError: the graph is not a fused T5 encoder this rewrite knows (nothing is changed then).
     """
-    from onnx import helper, numpy_helper
+    from onnx import TensorProto, helper, numpy_helper
 
     graph = model.graph
     nodes = list(graph.node)
@@ -87,7 +87,12 @@ def pack_encoder_tokens(model) -> int:
     splits = []
     for attention in attentions:
         split = producer.get(attention.input[0])
-        if split is None or split.op_type != "Split" or list(split.output) != list(attention.input[:3]):
+        if (
+            split is None
+            or split.op_type != "Split"
+            or list(split.output) != list(attention.input[:3])
+            or split.input[0] not in producer
+        ):
             raise ModelError(
                 f"pack_encoder_tokens: {attention.name}'s query/key/value are not one Split of a projection"
             )
@@ -113,7 +118,7 @@ def pack_encoder_tokens(model) -> int:
     last.output[:] = [f"{PREFIX}/{HIDDEN}" if name == HIDDEN else name for name in last.output]
     after.setdefault(id(last), []).extend(_unpack(helper, f"{PREFIX}/{HIDDEN}", HIDDEN))
 
-    ordered = _index_nodes(helper, numpy_helper, graph)
+    ordered = _index_nodes(helper, numpy_helper, graph, TensorProto.BOOL)
     for node in nodes:
         ordered.append(node)
         ordered.extend(after.get(id(node), []))
