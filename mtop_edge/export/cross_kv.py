@@ -1,4 +1,4 @@
-"""One decoder graph for every step (export option ``encoder_cross_kv``).
+"""One decoder graph for every step (export option ``encoder_cross_kv``), and the keys/values it hands over.
 
 An optimum export has two decoders: the first step's (which also projects the encoder states into
 each layer's cross-attention keys and values) and the with-past one for every later step. Both hold
@@ -6,6 +6,11 @@ a copy of the decoder's weights in memory, and the first step pays for its own, 
 on every parse. Here the cross-attention projections move to the end of the encoder graph, which
 then returns the keys and values itself; the first step runs the with-past graph with an empty past,
 and the first-step graph is dropped. Same numbers: the subgraph moved is the exported one.
+
+`store_cross_kv_fp16` (export option ``cross_kv_dtype = float16``) then hands those keys/values over
+in float16: the encoder casts them once per batch, each decoder step casts them back before its
+attention. A step reads every layer's cross keys/values, and at 32 rows these are as many bytes as
+the decoder's int8 weights, so halving them is what a batched step saves (benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from mtop_edge.errors import ModelError
-from mtop_edge.layout import DECODER, ENCODER
+from mtop_edge.layout import CROSS, DECODER, ENCODER, PAST, PRESENT
+
+FP16_SUFFIX = "/float32"  # the float32 tensor behind each float16 cross key/value
 
 
 def cross_present_names(decoder) -> list[str]:
@@ -78,3 +85,65 @@ def move_cross_kv_to_encoder(directory: Path, *, num_heads: int, d_kv: int) -> l
     onnx.save(encoder, str(directory / ENCODER))
     (directory / DECODER).unlink()
     return names
+
+
+def _cross(name: str, prefix: str) -> bool:
+    return name.startswith(prefix + ".") and f".{CROSS}." in name
+
+
+def store_cross_kv_fp16(directory: Path, decoders: list[str]) -> list[str]:
+    """The encoder's cross keys/values become float16 outputs, and the ``decoders``' inputs; returns their names.
+
+    The encoder gets a ``Cast`` to float16 after each; each decoder declares them float16 and casts
+    them back to float32 first, so everything after the casts is the graph it was.
+
+    Raises:
+        ModelError: the encoder returns no cross keys/values, or a decoder does not read them.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    encoder = onnx.load(str(directory / ENCODER), load_external_data=False)
+    outputs = [o for o in encoder.graph.output if _cross(o.name, PRESENT)]
+    if not outputs:
+        raise ModelError(f"{directory / ENCODER}: no cross keys/values (present.N.encoder.*) to store in float16")
+    for output in outputs:
+        for node in encoder.graph.node:
+            node.output[:] = [n + FP16_SUFFIX if n == output.name else n for n in node.output]
+        encoder.graph.node.append(
+            helper.make_node(
+                "Cast",
+                [output.name + FP16_SUFFIX],
+                [output.name],
+                name=f"{output.name}/float16",
+                to=TensorProto.FLOAT16,
+            )
+        )
+        output.type.tensor_type.elem_type = TensorProto.FLOAT16
+    onnx.save(encoder, str(directory / ENCODER))
+    for name in decoders:
+        decoder = onnx.load(str(directory / name), load_external_data=False)
+        inputs = [i for i in decoder.graph.input if _cross(i.name, PAST)]
+        if len(inputs) != len(outputs):
+            raise ModelError(
+                f"{directory / name}: reads {len(inputs)} cross keys/values, the encoder returns {len(outputs)}"
+            )
+        casts = []
+        for graph_input in inputs:
+            for node in decoder.graph.node:
+                node.input[:] = [n + FP16_SUFFIX if n == graph_input.name else n for n in node.input]
+            casts.append(
+                helper.make_node(
+                    "Cast",
+                    [graph_input.name],
+                    [graph_input.name + FP16_SUFFIX],
+                    name=f"{graph_input.name}/float32",
+                    to=TensorProto.FLOAT,
+                )
+            )
+            graph_input.type.tensor_type.elem_type = TensorProto.FLOAT16
+        nodes = [*casts, *decoder.graph.node]
+        del decoder.graph.node[:]
+        decoder.graph.node.extend(nodes)
+        onnx.save(decoder, str(directory / name))
+    return [o.name for o in outputs]

@@ -34,6 +34,13 @@ class DecoderWeights(str, Enum):
     PER_BATCH = "per-batch"  # both: the 4-bit step for calls of a few rows, the int8 one for batches
 
 
+class CrossKvDtype(str, Enum):
+    """How the encoder hands the cross-attention keys/values to the decoder steps (layout encoder-cross-kv)."""
+
+    FLOAT32 = "float32"
+    FLOAT16 = "float16"  # half the bytes each step reads; int8 exports of T5 kinds
+
+
 CHOICES = {
     "weight_type": ("uint8", "int8"),
     "optimize": ("none", "basic", "extended"),
@@ -55,6 +62,8 @@ HELP = {
     "fuse": "fused attention, norm and GELU nodes (onnxruntime's transformer fusions, made to run on the CPU)",
     "pack_encoder_tokens": "the encoder's projections, feed-forwards and norms skip the padding of a batch "
     "(packed in the graph around each attention; T5 kinds, fuse = true)",
+    "cross_kv_dtype": "float16: the encoder returns the cross-attention keys/values in float16 and each decoder step "
+    "casts them back (int8 exports of T5 kinds with layout encoder-cross-kv); float32: as computed",
     "share_weights": "store each weight once in weights.bin (the two decoders share theirs)",
     "opset": "ONNX opset (0 = the exporter's default)",
     "parity_rows": "utterances for the parity check at the end (0 = skip)",
@@ -92,6 +101,7 @@ class ExportOptions:
     optimize: str = "none"
     fuse: bool = True
     pack_encoder_tokens: bool = True
+    cross_kv_dtype: CrossKvDtype = CrossKvDtype.FLOAT16
     share_weights: bool = True
     opset: int = 0
     parity_rows: int = 200
@@ -151,6 +161,21 @@ class ExportOptions:
             if self.pack_encoder_tokens:
                 changes["pack_encoder_tokens"] = False
                 notes.append("encoder-pointer: its encoder keeps the padded grid (pack_encoder_tokens is for T5 kinds)")
+        if self.cross_kv_dtype is CrossKvDtype.FLOAT16:
+            why = (
+                "encoder-pointer models"
+                if encoder_pointer
+                else f"quantize = {self.quantize.value}"
+                if self.quantize is not Precision.INT8
+                else f"layout = {self.layout.value}"
+                if self.layout is not DecoderLayout.ENCODER_CROSS_KV
+                else None
+            )
+            if why is not None:
+                changes["cross_kv_dtype"] = CrossKvDtype.FLOAT32
+                notes.append(
+                    f"{why}: the cross keys/values stay float32 (cross_kv_dtype = float16 is for int8 T5 exports)"
+                )
         if self.pack_encoder_tokens and not self.fuse and not encoder_pointer:
             changes["pack_encoder_tokens"] = False
             notes.append(

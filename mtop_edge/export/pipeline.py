@@ -16,13 +16,13 @@ from pathlib import Path
 from mtop_edge import __version__
 from mtop_edge.data import EVAL_SAMPLE, read_examples
 from mtop_edge.errors import MtopEdgeError, require
-from mtop_edge.export import encoder_pointer, graphs, parity, t5
+from mtop_edge.export import cross_kv, encoder_pointer, graphs, parity, t5
 from mtop_edge.export.card import model_card
 from mtop_edge.export.checkpoint import Checkpoint
-from mtop_edge.export.options import DecoderWeights, ExportOptions, Precision
+from mtop_edge.export.options import CrossKvDtype, DecoderWeights, ExportOptions, Precision
 from mtop_edge.export.shared_weights import share_weights
 from mtop_edge.export.trim import decoder_ids, encoder_ids
-from mtop_edge.layout import SMALL_BATCH_STEP, DecoderLayout
+from mtop_edge.layout import ENCODER, SMALL_BATCH_STEP, DecoderLayout
 from mtop_edge.manifest import MANIFEST_VERSION, WEIGHTS_FILE, write_manifest
 
 OPTIMUM_CONFIGS = ("config.json", "generation_config.json")  # kept so optimum can load an export as a cross-check
@@ -180,6 +180,10 @@ def export_model(
             files.append(SMALL_BATCH_STEP)
             manifest["small_batch_step"] = {"file": SMALL_BATCH_STEP, "max_rows": graphs.SMALL_BATCH_ROWS}
             log(f"per-batch decoder weights: calls of at most {graphs.SMALL_BATCH_ROWS} rows run {SMALL_BATCH_STEP}")
+        if options.cross_kv_dtype is CrossKvDtype.FLOAT16:
+            log("cross keys/values handed to the decoder in float16")
+            decoders = [name for name in files if name != ENCODER]
+            manifest["cross_kv_float16"] = cross_kv.store_cross_kv_fp16(stage, decoders)
         if options.optimize != "none":
             graphs.optimize_offline(stage, files, options.optimize)
         if options.share_weights:
