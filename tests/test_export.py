@@ -446,6 +446,18 @@ def test_per_batch_decoder_weights_run_the_4_bit_step_for_a_few_rows_and_int8_fo
     ids, words = [s.ids for s in sources], [len(s.words) for s in sources]
     plan = parsers["per-batch"].decoder.plan
     assert [plan.calls(rows)[1].file for rows in (1, 4, 5)] == [SMALL_BATCH_STEP, SMALL_BATCH_STEP, DECODER_WITH_PAST]
+    # the encoder hands over float16 cross keys/values (cross_kv_dtype); the 4-bit step reads float32
+    # ones, widened once per call by the runtime instead of cast at every step
+    inputs = {
+        name: {
+            i.name: i.type for i in parsers["per-batch"].decoder.sessions[name].get_inputs() if ".encoder." in i.name
+        }
+        for name in (DECODER_WITH_PAST, SMALL_BATCH_STEP)
+    }
+    assert set(inputs[DECODER_WITH_PAST].values()) == {"tensor(float16)"}
+    assert set(inputs[SMALL_BATCH_STEP].values()) == {"tensor(float)"}
+    assert len(parsers["per-batch"].decoder.widen[SMALL_BATCH_STEP]) == len(inputs[SMALL_BATCH_STEP])
+    assert parsers["per-batch"].decoder.widen[DECODER_WITH_PAST] == []
     for rows, same_as in ((1, "int4"), (4, "int4"), (5, "int8"), (12, "int8")):
         expected = parsers[same_as].decode_ids(ids[:rows], words[:rows], batch_size=rows).ids
         assert parsers["per-batch"].decode_ids(ids[:rows], words[:rows], batch_size=rows).ids == expected, rows

@@ -182,7 +182,8 @@ def export_model(
             log(f"per-batch decoder weights: calls of at most {graphs.SMALL_BATCH_ROWS} rows run {SMALL_BATCH_STEP}")
         if options.cross_kv_dtype is CrossKvDtype.FLOAT16:
             log("cross keys/values handed to the decoder in float16")
-            decoders = [name for name in files if name != ENCODER]
+            # a small-batch step keeps float32 inputs: the runtime widens them once per call, not per step
+            decoders = [name for name in files if name not in (ENCODER, SMALL_BATCH_STEP)]
             manifest["cross_kv_float16"] = cross_kv.store_cross_kv_fp16(stage, decoders)
         if options.optimize != "none":
             graphs.optimize_offline(stage, files, options.optimize)

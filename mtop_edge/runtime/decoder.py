@@ -9,7 +9,9 @@ the logits land in one preallocated host buffer. On the CPU, rows that are done 
 once half of it is (`DROP_AT`); on CUDA they keep their slot, fed PAD. With the grammar a row is
 done when its tree closes (the EOS that must follow needs no step), and the loop ends when every
 tree is closed. An export with a small-batch step (a 4-bit twin of the step graph) runs it for
-calls of a few rows (`GraphPlan.calls`); everything else about the loop is the same.
+calls of a few rows (`GraphPlan.calls`); where the encoder hands over float16 cross keys/values
+(export option ``cross_kv_dtype``) and that graph reads them in float32, they are widened once per
+call. Everything else about the loop is the same.
 """
 
 from __future__ import annotations
@@ -88,6 +90,15 @@ class GreedyDecoder:
         self.self_past = arch.past_names(PAST, SELF)
         self.self_present = arch.past_names(PRESENT, SELF)
         self._check_graphs(manifest)
+        # per graph: the float16 encoder outputs it reads as float32 (widened once per call, not per step)
+        halves = {o.name for o in self.encoder.session.get_outputs() if o.type == "tensor(float16)"}
+        self.widen = {
+            file: [
+                fed_by(i.name) for i in session.get_inputs() if i.type == "tensor(float)" and fed_by(i.name) in halves
+            ]
+            for file, session in loaded.items()
+            if file != ENCODER
+        }
         per_step = {INPUT_IDS, *self.self_past, *self.step_switches}
         # what every step reads unchanged (until rows leave the batch), fed once per batch
         self.constants = [i.name for i in self.step.get_inputs() if i.name not in per_step]
@@ -213,6 +224,10 @@ class GreedyDecoder:
 
         first_call, step_call = self.plan.calls(batch)  # a 4-bit step for a few rows, where the export has one
         encoded, _arrays = self.encoder(feed)  # _arrays: the memory under encoded, if any
+        if widen := self.widen[step_call.file]:
+            wide = {name: encoded[name].numpy().astype(np.float32) for name in widen}
+            encoded.update((name, from_numpy(array)) for name, array in wide.items())
+            _arrays = [*_arrays, *wide.values()]
         available = {**encoded, ENCODER_ATTENTION_MASK: feed[ATTENTION_MASK]}
         available.update(self._first_call(self.sessions[first_call.file], available, tokens, logits))
         self_kv = [available[name] for name in self.self_present]
