@@ -128,6 +128,16 @@ class ExportOptions:
         """The options as the manifest records them (enum values spelled as in a profile)."""
         return {k: v.value if isinstance(v, Enum) else v for k, v in dataclasses.asdict(self).items() if k != "name"}
 
+    def _float32_cross_kv(self, encoder_pointer: bool) -> str | None:
+        """Why this export cannot hand its cross keys/values over in float16 (None: it can)."""
+        if encoder_pointer:
+            return "encoder-pointer models"
+        if self.quantize is not Precision.INT8:
+            return f"quantize = {self.quantize.value}"
+        if self.layout is not DecoderLayout.ENCODER_CROSS_KV:
+            return f"layout = {self.layout.value}"
+        return None
+
     def resolve(self, *, pointer_head: bool = False, encoder_pointer: bool = False) -> tuple[ExportOptions, list[str]]:
         """The options this checkpoint exports with, and a note for every change made to them.
 
@@ -161,21 +171,9 @@ class ExportOptions:
             if self.pack_encoder_tokens:
                 changes["pack_encoder_tokens"] = False
                 notes.append("encoder-pointer: its encoder keeps the padded grid (pack_encoder_tokens is for T5 kinds)")
-        if self.cross_kv_dtype is CrossKvDtype.FLOAT16:
-            why = (
-                "encoder-pointer models"
-                if encoder_pointer
-                else f"quantize = {self.quantize.value}"
-                if self.quantize is not Precision.INT8
-                else f"layout = {self.layout.value}"
-                if self.layout is not DecoderLayout.ENCODER_CROSS_KV
-                else None
-            )
-            if why is not None:
-                changes["cross_kv_dtype"] = CrossKvDtype.FLOAT32
-                notes.append(
-                    f"{why}: the cross keys/values stay float32 (cross_kv_dtype = float16 is for int8 T5 exports)"
-                )
+        if self.cross_kv_dtype is CrossKvDtype.FLOAT16 and (why := self._float32_cross_kv(encoder_pointer)):
+            changes["cross_kv_dtype"] = CrossKvDtype.FLOAT32
+            notes.append(f"{why}: the cross keys/values stay float32 (cross_kv_dtype = float16 is for int8 T5 exports)")
         if self.pack_encoder_tokens and not self.fuse and not encoder_pointer:
             changes["pack_encoder_tokens"] = False
             notes.append(
