@@ -99,6 +99,11 @@ class GreedyDecoder:
             for file, session in loaded.items()
             if file != ENCODER
         }
+        if self.device != "cpu" and any(self.widen.values()):
+            raise ModelError(
+                f"{manifest.directory}: its float16 cross keys/values are widened for a float32 graph on the CPU "
+                "only; export with cross_kv_dtype = float32 to run it on CUDA"
+            )
         per_step = {INPUT_IDS, *self.self_past, *self.step_switches}
         # what every step reads unchanged (until rows leave the batch), fed once per batch
         self.constants = [i.name for i in self.step.get_inputs() if i.name not in per_step]
