@@ -51,7 +51,7 @@ def test_int8_exports_hand_over_float16_keys_and_values(tiny_model, tiny_export,
     width = max(map(len, sources))
     ids = np.array([s + [0] * (width - len(s)) for s in sources], dtype=np.int64)
     mask = (ids != 0).astype(np.int64)
-    logits = []
+    logits, encodings = [], []
     for encoder, step in (sessions(out), sessions(tmp_path / "float32")):
         names = [o.name for o in encoder.get_outputs()]
         encoded = dict(zip(names, encoder.run(None, {"input_ids": ids, "attention_mask": mask}), strict=True))
@@ -64,8 +64,9 @@ def test_int8_exports_hand_over_float16_keys_and_values(tiny_model, tiny_export,
         logits.append(
             step.run(["logits"], {k: v for k, v in feed.items() if k in {i.name for i in step.get_inputs()}})[0]
         )
-        if not logits[1:]:
-            halves = {n: v for n, v in encoded.items() if v.dtype == np.float16}
+        encodings.append(encoded)
+    halves = {n: v for n, v in encodings[0].items() if v.dtype == np.float16}  # the float16 export's
+    assert halves
     for name, half in halves.items():
         assert half.dtype == np.float16 and np.isfinite(half).all(), name
     scale = float(np.abs(logits[1]).max())

@@ -32,20 +32,19 @@ def _index_nodes(helper, numpy_helper, graph, bool_type: int) -> list:
     graph.initializer.extend(
         numpy_helper.from_array(value, f"{p}/{name}")
         for name, value in {
-            "flat": np.array([-1], np.int64),
+            "minus_one": np.array([-1], np.int64),  # the flat mask's shape, and the grid's last axis
             "axis0": np.array(0, np.int64),
             "one": np.array(1, np.int64),
-            "rest": np.array([-1], np.int64),
             "unsqueeze": np.array([0], np.int64),
         }.items()
     )
     return [
-        helper.make_node("Reshape", [ATTENTION_MASK, f"{p}/flat"], [f"{p}/mask"], name=f"{p}/mask"),
+        helper.make_node("Reshape", [ATTENTION_MASK, f"{p}/minus_one"], [f"{p}/mask"], name=f"{p}/mask"),
         helper.make_node("Cast", [f"{p}/mask"], [f"{p}/keep"], name=f"{p}/keep", to=bool_type),
         helper.make_node("CumSum", [f"{p}/mask", f"{p}/axis0"], [f"{p}/count"], name=f"{p}/count"),
         helper.make_node("Sub", [f"{p}/count", f"{p}/one"], [f"{p}/index"], name=f"{p}/index"),
         helper.make_node("Shape", [ATTENTION_MASK], [f"{p}/grid"], name=f"{p}/grid"),
-        helper.make_node("Concat", [f"{p}/grid", f"{p}/rest"], [f"{p}/shape"], name=f"{p}/shape", axis=0),
+        helper.make_node("Concat", [f"{p}/grid", f"{p}/minus_one"], [f"{p}/shape"], name=f"{p}/shape", axis=0),
     ]
 
 
