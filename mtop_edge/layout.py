@@ -17,6 +17,7 @@ DECODER = "decoder_model.onnx"
 DECODER_WITH_PAST = "decoder_with_past_model.onnx"
 DECODER_MERGED = "decoder_model_merged.onnx"
 SMALL_BATCH_STEP = "decoder_with_past_model_int4.onnx"  # decoder_weights = per-batch: the step for a few rows
+UNGROUPED_STEP = "decoder_with_past_model_one_grid.onnx"  # cross_attention_groups > 1: the step for a few rows
 
 INPUT_IDS = "input_ids"
 ATTENTION_MASK = "attention_mask"
@@ -25,6 +26,7 @@ LOGITS = "logits"
 PAST, PRESENT = "past_key_values", "present"
 SELF, CROSS = "decoder", "encoder"
 USE_CACHE = "use_cache_branch"
+GROUP = ".group"  # export option cross_attention_groups: input ``name`` of row group k is ``name.group{k}``
 
 
 class DecoderLayout(str, Enum):
@@ -45,25 +47,26 @@ class DecoderCall:
 
 @dataclass(frozen=True)
 class GraphPlan:
-    """The decoder calls; ``small`` (if any) is the step graph with 4-bit weights, faster where a
-    step's weight read dominates: it replaces the step (and the first call, where that is the step
-    graph too) for calls of at most ``small_rows`` rows."""
+    """The decoder calls. ``twins`` (max rows, step), narrowest first, are twins of the step graph
+    for calls of a few rows, where they are faster: with 4-bit weights (a step's weight read
+    dominates at a row or two), or without row groups (their nodes cost more than a few rows save).
+    The first twin whose max rows a call fits replaces the step, and the first call where that is
+    the step graph too."""
 
     first: DecoderCall
     step: DecoderCall
-    small: DecoderCall | None = None
-    small_rows: int = 0
+    twins: tuple[tuple[int, DecoderCall], ...] = ()
 
     @property
     def files(self) -> list[str]:
-        extra = [self.small.file] if self.small is not None else []
-        return list(dict.fromkeys([ENCODER, self.first.file, self.step.file, *extra]))
+        return list(dict.fromkeys([ENCODER, self.first.file, self.step.file, *(twin.file for _, twin in self.twins)]))
 
     def calls(self, rows: int) -> tuple[DecoderCall, DecoderCall]:
         """The first and later decoder calls for a batch of ``rows`` rows."""
-        if self.small is None or rows > self.small_rows:
-            return self.first, self.step
-        return (self.small if self.first == self.step else self.first), self.small
+        for max_rows, twin in self.twins:
+            if rows <= max_rows:
+                return (twin if self.first == self.step else self.first), twin
+        return self.first, self.step
 
 
 PLANS = {
@@ -92,6 +95,17 @@ def feeding_output(name: str) -> str:
     if name == "encoder_hidden_states":
         return "last_hidden_state"
     return name
+
+
+def group_name(name: str, k: int) -> str:
+    """Row group ``k``'s copy of a grouped step input (cross keys/values, encoder mask)."""
+    return f"{name}{GROUP}{k}"
+
+
+def grouped_input(name: str) -> tuple[str, int] | None:
+    """(the input it groups, its group) for a row group's input, else None."""
+    base, sep, k = name.rpartition(GROUP)
+    return (base, int(k)) if sep and k.isdigit() else None
 
 
 def layout_of(raw: dict) -> DecoderLayout:

@@ -129,17 +129,26 @@ class Manifest:
 
     @property
     def plan(self) -> GraphPlan:
-        """The decoder calls of this export's layout (and its small-batch step, if it has one)."""
+        """The decoder calls of this export's layout (and its small-batch steps, if it has any)."""
         plan = PLANS[self.layout]
-        small = self.raw.get("small_batch_step")
-        if small is None:
+        # small_batch_step: one twin, as manifests said before there could be two
+        twins = self.raw.get(
+            "small_batch_steps", [self.raw["small_batch_step"]] if "small_batch_step" in self.raw else []
+        )
+        if not twins:
             return plan
-        return dataclasses.replace(plan, small=DecoderCall(small["file"]), small_rows=int(small["max_rows"]))
+        steps = sorted(((int(twin["max_rows"]), DecoderCall(twin["file"])) for twin in twins), key=lambda t: t[0])
+        return dataclasses.replace(plan, twins=tuple(steps))
 
     @property
     def packed_encoder(self) -> bool:
         """The encoder skips a batch's padding itself (export option ``pack_encoder_tokens``)."""
         return bool(self.raw.get("options", {}).get("pack_encoder_tokens", False))
+
+    @property
+    def row_groups(self) -> int:
+        """How many row groups the step's cross-attention runs in (export option ``cross_attention_groups``)."""
+        return int(self.raw.get("cross_attention_groups", 1))
 
     @property
     def encoder_inputs(self) -> list[str]:
@@ -188,7 +197,7 @@ class Manifest:
                 layout=layout_of(raw),
                 raw=raw,
             )
-            manifest.plan  # noqa: B018 -- a malformed small_batch_step fails here, as a corrupt manifest
+            manifest.plan  # noqa: B018 -- malformed small_batch_steps fail here, as a corrupt manifest
         except ModelError:
             raise
         except (KeyError, TypeError, ValueError) as exc:

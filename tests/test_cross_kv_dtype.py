@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mtop_edge.errors import ModelError
-from mtop_edge.layout import DECODER_WITH_PAST, ENCODER
+from mtop_edge.layout import DECODER_WITH_PAST, ENCODER, UNGROUPED_STEP
 from mtop_edge.runtime import Parser
 
 from .conftest import export_tiny
@@ -26,10 +26,12 @@ def test_int8_exports_hand_over_float16_keys_and_values(tiny_model, tiny_export,
     layers = manifest["architecture"]["num_decoder_layers"]
     assert manifest["options"]["cross_kv_dtype"] == "float16" and len(manifest["cross_kv_float16"]) == 2 * layers
     returned = _types(out / ENCODER, "output")
-    read = _types(out / DECODER_WITH_PAST, "input")
+    read = _types(out / UNGROUPED_STEP, "input")
     for name in manifest["cross_kv_float16"]:
         assert returned[name] == TensorProto.FLOAT16
         assert read[name.replace("present", "past_key_values")] == TensorProto.FLOAT16
+    grouped = {n: t for n, t in _types(out / DECODER_WITH_PAST, "input").items() if ".encoder." in n}  # row groups
+    assert len(grouped) == 4 * len(manifest["cross_kv_float16"]) and set(grouped.values()) == {TensorProto.FLOAT16}
     assert returned["last_hidden_state"] == TensorProto.FLOAT  # only the handed-over tensors change
     assert all(t == TensorProto.FLOAT for n, t in read.items() if ".decoder." in n)  # the self-attention cache too
 
@@ -40,10 +42,10 @@ def test_int8_exports_hand_over_float16_keys_and_values(tiny_model, tiny_export,
     import numpy as np
     import onnxruntime as ort
 
-    def sessions(directory):
+    def sessions(directory):  # the encoder and the step without row groups, which takes the whole batch's grid
         return [
             ort.InferenceSession(str(directory / f), providers=["CPUExecutionProvider"])
-            for f in (ENCODER, DECODER_WITH_PAST)
+            for f in (ENCODER, UNGROUPED_STEP)
         ]
 
     parser = Parser.load(out)

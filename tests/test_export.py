@@ -40,6 +40,7 @@ def test_fp32_export_is_exactly_the_pytorch_parser(tiny_export_fp32):
             "README.md",
             "config.json",
             "decoder_with_past_model.onnx",  # every step: the encoder returns the cross-attention keys/values
+            "decoder_with_past_model_one_grid.onnx",  # the same step without row groups, for calls of a few rows
             "encoder_model.onnx",
             "generation_config.json",
             "manifest.json",
@@ -317,17 +318,20 @@ def test_fused_decoders_compute_t5s_bias_and_causal_mask_at_any_past_length(tiny
     import onnx
     import onnxruntime as ort
 
-    from mtop_edge.layout import DECODER_WITH_PAST
+    from mtop_edge.layout import DECODER_WITH_PAST, UNGROUPED_STEP
 
     plain = tmp_path / "plain"
     export_tiny(tiny_model, plain, quantize="none", fuse=False, layout="separate", parity_rows=0)
     fused = tiny_export_fp32[0]
-    graph = onnx.load(str(fused / DECODER_WITH_PAST), load_external_data=False).graph
-    # the exported mask machinery is gone: one small bias subgraph is left, its table kept fp32
-    assert not {"ScatterND", "ConstantOfShape", "Expand", "Where"} & {n.op_type for n in graph.node}
+    for name in (DECODER_WITH_PAST, UNGROUPED_STEP):
+        graph = onnx.load(str(fused / name), load_external_data=False).graph
+        # the exported mask machinery is gone: one small bias subgraph is left, its table kept fp32
+        assert not {"ScatterND", "ConstantOfShape", "Expand", "Where"} & {n.op_type for n in graph.node}
     rng = np.random.default_rng(0)
-    for name, past_length in ((DECODER_WITH_PAST, 0), (DECODER_WITH_PAST, 2), (DECODER_WITH_PAST, 5)):
-        sessions = [ort.InferenceSession(str(d / name), providers=["CPUExecutionProvider"]) for d in (plain, fused)]
+    # the fused step without row groups takes the same inputs as the plain one (row groups: test_row_groups.py)
+    graphs = (plain / DECODER_WITH_PAST, fused / UNGROUPED_STEP)
+    for past_length in (0, 2, 5):
+        sessions = [ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]) for path in graphs]
         feeds = {}
         for value in sessions[0].get_inputs():
             dims = {"batch_size": 2, "encoder_sequence_length": 7, "decoder_sequence_length": 3}
@@ -423,12 +427,15 @@ def test_per_batch_decoder_weights_run_the_4_bit_step_for_a_few_rows_and_int8_fo
     the int4 export does up to ``max_rows`` rows and as the int8 export does above them."""
     import onnx
 
-    from mtop_edge.layout import DECODER_WITH_PAST, SMALL_BATCH_STEP
+    from mtop_edge.layout import DECODER_WITH_PAST, SMALL_BATCH_STEP, UNGROUPED_STEP
 
     out, int4_out = tmp_path / "per-batch", tmp_path / "int4"
     manifest = export_tiny(tiny_model, out, decoder_weights="per-batch")
     export_tiny(tiny_model, int4_out, decoder_weights="int4", parity_rows=0)
-    assert manifest["small_batch_step"] == {"file": SMALL_BATCH_STEP, "max_rows": 4}
+    assert manifest["small_batch_steps"] == [
+        {"file": SMALL_BATCH_STEP, "max_rows": 4},
+        {"file": UNGROUPED_STEP, "max_rows": 16},  # and the int8 step without row groups up to 16 rows
+    ]
 
     def ops(name):
         return [n.op_type for n in onnx.load(str(out / name), load_external_data=False).graph.node]
@@ -445,7 +452,8 @@ def test_per_batch_decoder_weights_run_the_4_bit_step_for_a_few_rows_and_int8_fo
     sources = [parsers["int8"].source.prepare(u) for u in UTTERANCES[:12]]
     ids, words = [s.ids for s in sources], [len(s.words) for s in sources]
     plan = parsers["per-batch"].decoder.plan
-    assert [plan.calls(rows)[1].file for rows in (1, 4, 5)] == [SMALL_BATCH_STEP, SMALL_BATCH_STEP, DECODER_WITH_PAST]
+    files = [SMALL_BATCH_STEP, SMALL_BATCH_STEP, UNGROUPED_STEP, UNGROUPED_STEP, DECODER_WITH_PAST]
+    assert [plan.calls(rows)[1].file for rows in (1, 4, 5, 16, 17)] == files
     # the encoder hands over float16 cross keys/values (cross_kv_dtype); the 4-bit step reads float32
     # ones, widened once per call by the runtime instead of cast at every step
     inputs = {
@@ -482,7 +490,7 @@ def test_a_small_batch_step_replaces_the_first_call_only_where_that_is_the_step_
 
     small = DecoderCall(SMALL_BATCH_STEP)
     for layout in (DecoderLayout.ENCODER_CROSS_KV, DecoderLayout.SEPARATE):
-        plan = dataclasses.replace(PLANS[layout], small=small, small_rows=4)
+        plan = dataclasses.replace(PLANS[layout], twins=((4, small),))
         first, step = plan.calls(4)
         assert step == small and first == (small if layout is DecoderLayout.ENCODER_CROSS_KV else plan.first)
         assert plan.calls(5) == (plan.first, plan.step)

@@ -52,7 +52,8 @@ def test_no_decoder_step_runs_once_every_tree_is_closed(tiny_export):
     # one decoder graph gives every id, the first one too (the encoder returns the cross-attention keys/values)
     decoder = parser.decoder
     assert decoder.first is decoder.step and decoder.plan.first == decoder.plan.step
-    decoder.sessions[decoder.plan.step.file] = CountingSession(decoder.step)  # the loop runs them by file
+    one_row = decoder.plan.calls(1)[1].file  # the step a one-row call runs (no row groups)
+    decoder.sessions[one_row] = CountingSession(decoder.sessions[one_row])  # the loop runs them by file
     for row in EVAL_ROWS[:20]:
         source = parser.source.prepare(row["utterance"])
         runs.clear()

@@ -64,6 +64,8 @@ HELP = {
     "(packed in the graph around each attention; T5 kinds, fuse = true)",
     "cross_kv_dtype": "float16: the encoder returns the cross-attention keys/values in float16 and each decoder step "
     "casts them back (int8 exports of T5 kinds with layout encoder-cross-kv); float32: as computed",
+    "cross_attention_groups": "decoder steps attend to the encoder in this many groups of rows of similar length, "
+    "each over its own longest row (fused T5 exports with layout encoder-cross-kv; 1: one padded grid)",
     "share_weights": "store each weight once in weights.bin (the two decoders share theirs)",
     "opset": "ONNX opset (0 = the exporter's default)",
     "parity_rows": "utterances for the parity check at the end (0 = skip)",
@@ -102,6 +104,7 @@ class ExportOptions:
     fuse: bool = True
     pack_encoder_tokens: bool = True
     cross_kv_dtype: CrossKvDtype = CrossKvDtype.FLOAT16
+    cross_attention_groups: int = 4
     share_weights: bool = True
     opset: int = 0
     parity_rows: int = 200
@@ -138,6 +141,16 @@ class ExportOptions:
             return f"layout = {self.layout.value}"
         return None
 
+    def _one_grid(self, encoder_pointer: bool) -> str | None:
+        """Why this export's steps cannot attend in row groups (None: they can)."""
+        if encoder_pointer:
+            return "encoder-pointer models"
+        if self.layout is not DecoderLayout.ENCODER_CROSS_KV:
+            return f"layout = {self.layout.value}"
+        if not self.fuse or self.quantize is Precision.FP16:
+            return "unfused graphs" if not self.fuse else "fp16 (unfused graphs)"
+        return None
+
     def resolve(self, *, pointer_head: bool = False, encoder_pointer: bool = False) -> tuple[ExportOptions, list[str]]:
         """The options this checkpoint exports with, and a note for every change made to them.
 
@@ -157,6 +170,8 @@ class ExportOptions:
             problems.append(
                 "a pointer-head model exports as separate decoders: set layout = encoder-cross-kv or separate"
             )
+        if self.cross_attention_groups < 1:
+            problems.append(f"cross_attention_groups must be 1 or more, not {self.cross_attention_groups}")
         if problems:
             raise MtopEdgeError("export options conflict: " + "; ".join(problems))
         changes: dict[str, Any] = {}
@@ -174,6 +189,9 @@ class ExportOptions:
         if self.cross_kv_dtype is CrossKvDtype.FLOAT16 and (why := self._float32_cross_kv(encoder_pointer)):
             changes["cross_kv_dtype"] = CrossKvDtype.FLOAT32
             notes.append(f"{why}: the cross keys/values stay float32 (cross_kv_dtype = float16 is for int8 T5 exports)")
+        if self.cross_attention_groups > 1 and (why := self._one_grid(encoder_pointer)):
+            changes["cross_attention_groups"] = 1
+            notes.append(f"{why}: decoder steps attend over one padded grid (cross_attention_groups = 1)")
         if self.pack_encoder_tokens and not self.fuse and not encoder_pointer:
             changes["pack_encoder_tokens"] = False
             notes.append(

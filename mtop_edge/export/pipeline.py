@@ -16,13 +16,13 @@ from pathlib import Path
 from mtop_edge import __version__
 from mtop_edge.data import EVAL_SAMPLE, read_examples
 from mtop_edge.errors import MtopEdgeError, require
-from mtop_edge.export import cross_kv, encoder_pointer, graphs, parity, t5
+from mtop_edge.export import cross_kv, encoder_pointer, graphs, parity, row_groups, t5
 from mtop_edge.export.card import model_card
 from mtop_edge.export.checkpoint import Checkpoint
 from mtop_edge.export.options import CrossKvDtype, DecoderWeights, ExportOptions, Precision
 from mtop_edge.export.shared_weights import share_weights
 from mtop_edge.export.trim import decoder_ids, encoder_ids
-from mtop_edge.layout import ENCODER, SMALL_BATCH_STEP, DecoderLayout
+from mtop_edge.layout import ENCODER, SMALL_BATCH_STEP, UNGROUPED_STEP, DecoderLayout
 from mtop_edge.manifest import MANIFEST_VERSION, WEIGHTS_FILE, write_manifest
 
 OPTIMUM_CONFIGS = ("config.json", "generation_config.json")  # kept so optimum can load an export as a cross-check
@@ -176,15 +176,27 @@ def export_model(
         if details:
             manifest.update(quantization=options.quantize.value, quantization_details=details)
         files = list(built.files)
+        twins = []  # (max rows, file): twins of the step graph for calls of a few rows, narrowest first
         if options.decoder_weights is DecoderWeights.PER_BATCH:
-            files.append(SMALL_BATCH_STEP)
-            manifest["small_batch_step"] = {"file": SMALL_BATCH_STEP, "max_rows": graphs.SMALL_BATCH_ROWS}
+            twins.append((graphs.SMALL_BATCH_ROWS, SMALL_BATCH_STEP))
             log(f"per-batch decoder weights: calls of at most {graphs.SMALL_BATCH_ROWS} rows run {SMALL_BATCH_STEP}")
         if options.cross_kv_dtype is CrossKvDtype.FLOAT16:
             log("cross keys/values handed to the decoder in float16")
-            # a small-batch step keeps float32 inputs: the runtime widens them once per call, not per step
-            decoders = [name for name in files if name not in (ENCODER, SMALL_BATCH_STEP)]
+            # the 4-bit step keeps float32 inputs: the runtime widens them once per call, not per step
+            decoders = [name for name in files if name != ENCODER]
             manifest["cross_kv_float16"] = cross_kv.store_cross_kv_fp16(stage, decoders)
+        if (groups := options.cross_attention_groups) > 1:
+            if options.share_weights:  # the twin shares every weight with the step: a graph file, not a model
+                twins.append((row_groups.UNGROUPED_ROWS, row_groups.copy_ungrouped_step(stage)))
+                log(f"calls of at most {row_groups.UNGROUPED_ROWS} rows run {UNGROUPED_STEP} (no row groups)")
+            else:
+                log("share_weights = false: no step without row groups for small calls (it would copy the weights)")
+            attentions = row_groups.group_step(stage, groups)
+            manifest["cross_attention_groups"] = groups
+            log(f"decoder steps attend to the encoder in {groups} row groups ({attentions} cross-attentions)")
+        files += [file for _, file in twins]
+        if twins:
+            manifest["small_batch_steps"] = [{"file": file, "max_rows": rows} for rows, file in twins]
         if options.optimize != "none":
             graphs.optimize_offline(stage, files, options.optimize)
         if options.share_weights:

@@ -8,10 +8,13 @@ On CUDA the encoder outputs and both caches stay on the device between steps, an
 the logits land in one preallocated host buffer. On the CPU, rows that are done leave the batch
 once half of it is (`DROP_AT`); on CUDA they keep their slot, fed PAD. With the grammar a row is
 done when its tree closes (the EOS that must follow needs no step), and the loop ends when every
-tree is closed. An export with a small-batch step (a 4-bit twin of the step graph) runs it for
-calls of a few rows (`GraphPlan.calls`); where the encoder hands over float16 cross keys/values
-(export option ``cross_kv_dtype``) and that graph reads them in float32, they are widened once per
-call. Everything else about the loop is the same.
+tree is closed. An export with a small-batch step (a twin of the step graph: 4-bit weights, or no
+row groups) runs it for calls of a few rows (`GraphPlan.calls`); where the encoder hands over
+float16 cross keys/values (export option ``cross_kv_dtype``) and that graph reads them in float32,
+they are widened once per call. A step graph with row groups (export option
+``cross_attention_groups``) gets the batch sorted by length, and the cross keys/values and mask
+cut into its groups (`runtime/row_groups.py`); the rows come back in input order. Everything else
+about the loop is the same.
 """
 
 from __future__ import annotations
@@ -22,13 +25,24 @@ from dataclasses import dataclass
 import numpy as np
 
 from mtop_edge.errors import ModelError
-from mtop_edge.layout import ATTENTION_MASK, ENCODER, ENCODER_ATTENTION_MASK, INPUT_IDS, LOGITS, PAST, PRESENT, SELF
+from mtop_edge.layout import (
+    ATTENTION_MASK,
+    ENCODER,
+    ENCODER_ATTENTION_MASK,
+    INPUT_IDS,
+    LOGITS,
+    PAST,
+    PRESENT,
+    SELF,
+    grouped_input,
+)
 from mtop_edge.layout import feeding_output as fed_by
 from mtop_edge.manifest import Manifest
 from mtop_edge.runtime.binding import Binding, from_numpy
 from mtop_edge.runtime.confidence import chosen_logprobs
 from mtop_edge.runtime.encoding import Encoder
 from mtop_edge.runtime.grammar import ConstrainedBatch, Grammar
+from mtop_edge.runtime.row_groups import RowGroups
 from mtop_edge.runtime.sessions import SessionFactory
 
 # rows leave the batch once this share of it is done: each drop copies every per-row input (see
@@ -57,8 +71,21 @@ def _rows(out: np.ndarray, logprobs: np.ndarray, last: int, eos_id: int, forced:
     return Decoded(ids, ended, scores)
 
 
+def _ungrouped(name: str) -> str:
+    """The input a row group's input groups (`layout.grouped_input`), else the name itself."""
+    grouped = grouped_input(name)
+    return name if grouped is None else grouped[0]
+
+
 def _io_names(session) -> tuple[set[str], set[str]]:
-    return {i.name for i in session.get_inputs()}, {o.name for o in session.get_outputs()}
+    return {_ungrouped(i.name) for i in session.get_inputs()}, {o.name for o in session.get_outputs()}
+
+
+def _unsorted(decoded: Decoded, order: np.ndarray) -> Decoded:
+    """``decoded`` of the rows taken in ``order``, back in input order."""
+    where = np.empty_like(order)
+    where[order] = np.arange(len(order))
+    return Decoded(*([part[i] for i in where.tolist()] for part in (decoded.ids, decoded.ended, decoded.logprobs)))
 
 
 def _bind(binding: Binding, name: str, value) -> None:
@@ -104,9 +131,33 @@ class GreedyDecoder:
                 f"{manifest.directory}: its float16 cross keys/values are widened for a float32 graph on the CPU "
                 "only; export with cross_kv_dtype = float32 to run it on CUDA"
             )
+        # per graph: its row groups' inputs and how many groups (none: it attends over the batch's grid)
+        self.grouped = {
+            file: [i.name for i in session.get_inputs() if grouped_input(i.name)]
+            for file, session in loaded.items()
+            if file != ENCODER
+        }
+        # the encoder outputs a grouped graph reads per row group (the cross keys/values)
+        self.grouped_outputs = {
+            fed_by(grouped_input(name)[0])
+            for names in self.grouped.values()
+            for name in names
+            if grouped_input(name)[0] != ENCODER_ATTENTION_MASK
+        }
+        self.groups = {
+            file: 1 + max((grouped_input(n)[1] for n in names), default=-1) for file, names in self.grouped.items()
+        }
+        if self.device != "cpu" and any(self.grouped.values()):
+            raise ModelError(
+                f"{manifest.directory}: its row groups are cut on the host, for the CPU; export with "
+                "cross_attention_groups = 1 to run it on CUDA"
+            )
         per_step = {INPUT_IDS, *self.self_past, *self.step_switches}
-        # what every step reads unchanged (until rows leave the batch), fed once per batch
-        self.constants = [i.name for i in self.step.get_inputs() if i.name not in per_step]
+        # per step graph: what every step reads unchanged (until rows leave the batch), fed once per batch
+        self.constants = {
+            file: [i.name for i in loaded[file].get_inputs() if i.name not in per_step]
+            for file in {plan.step.file, *(twin.file for _, twin in plan.twins)}
+        }
         self.step_outputs = [o.name for o in self.step.get_outputs() if o.name != LOGITS]
         # a step's outputs come back in bind order: the logits, then step_outputs
         self.self_index = [1 + self.step_outputs.index(name) for name in self.self_present]
@@ -150,7 +201,9 @@ class GreedyDecoder:
                 missing += sorted(set(have_in) - fed)
             else:
                 missing += sorted(
-                    i for i in have_in if i not in required_in and fed_by(i) not in fed and not i.startswith(PAST)
+                    i
+                    for i in have_in
+                    if i not in required_in and fed_by(_ungrouped(i)) not in fed and not i.startswith(PAST)
                 )
             if missing:
                 raise ModelError(
@@ -164,11 +217,12 @@ class GreedyDecoder:
                     f"decoder_vocab is {arch.decoder_vocab}"
                 )
 
-        if plan.small is not None and _io_names(self.sessions[plan.small.file]) != _io_names(self.step):
-            # the small-batch step must be the step graph with other weights
-            raise ModelError(
-                f"{manifest.directory / plan.small.file}: its inputs or outputs differ from {plan.step.file}'s"
-            )
+        for _, twin in plan.twins:
+            if _io_names(self.sessions[twin.file]) != _io_names(self.step):
+                # a small-batch step must be the step graph with other weights or without row groups
+                raise ModelError(
+                    f"{manifest.directory / twin.file}: its inputs or outputs differ from {plan.step.file}'s"
+                )
 
     def _first_call(self, first, available: dict, tokens: np.ndarray, logits: np.ndarray) -> dict:
         """The layout's first decoder step (session ``first``): its outputs by name (logits land in ``logits``)."""
@@ -187,16 +241,27 @@ class GreedyDecoder:
         binding.device_outputs(o for o in binding.outputs if o != LOGITS)
         return dict(zip(binding.order, binding.run(), strict=True))
 
-    def _drop_done(self, step: Binding, keep: np.ndarray, constant: dict, self_kv: list, logits: np.ndarray):
+    def _drop_done(
+        self,
+        step: Binding,
+        keep: np.ndarray,
+        constant: dict,
+        self_kv: list,
+        logits: np.ndarray,
+        groups: RowGroups | None,
+    ):
         """Rebinds ``step`` to the ``keep`` rows only (CPU): every per-row input, and the logits into ``logits``.
 
         A batch's longest output sets its number of steps, and most rows end well before it (eval
         rows in sorted slices: benchmarks/README.md, "Rows that are done leave the batch"): a step now costs what
-        the rows still decoded cost. ``constant`` is updated in place; returns the self-attention past
-        as OrtValues and the host arrays under them, which must outlive the next step.
+        the rows still decoded cost. ``constant`` is updated in place (a row group's inputs keep the
+        group's rows: ``groups``); returns the self-attention past as OrtValues and the host arrays
+        under them, which must outlive the next step.
         """
+        group_keep = groups.leave(keep) if groups is not None else []
         for name, value in constant.items():
-            kept = (value if isinstance(value, np.ndarray) else value.numpy())[keep]  # .numpy(): a view
+            rows = keep if (grouped := grouped_input(name)) is None else group_keep[grouped[1]]
+            kept = (value if isinstance(value, np.ndarray) else value.numpy())[rows]  # .numpy(): a view
             constant[name] = kept  # holds the memory under the binding
             step.array(name, kept)
         step.host_output(LOGITS, logits)
@@ -227,17 +292,28 @@ class GreedyDecoder:
         chosen_logprob = np.empty(batch, dtype=np.float32)
         scratch = None if grammar is not None else np.empty((batch, self.vocab_size), dtype=np.float32)
 
-        first_call, step_call = self.plan.calls(batch)  # a 4-bit step for a few rows, where the export has one
-        encoded, _arrays = self.encoder(feed)  # _arrays: the memory under encoded, if any
+        first_call, step_call = self.plan.calls(batch)  # a twin step for a few rows, where the export has one
+        grouped = self.grouped[step_call.file]
+        order = None
+        if grouped:  # a group is a run of rows: sort them by length (they come back in input order)
+            order = np.argsort(feed[ATTENTION_MASK].sum(axis=1), kind="stable")
+            feed = {name: value[order] for name, value in feed.items()}
+            n_words = [n_words[i] for i in order.tolist()] if len(n_words) else n_words
+        groups = None
+        if grouped:
+            groups = RowGroups(feed[ATTENTION_MASK].sum(axis=1), self.groups[step_call.file])
+        encoded, _arrays = self.encoder(feed, groups, self.grouped_outputs)  # _arrays: the memory under encoded
         if widen := self.widen[step_call.file]:
             wide = {name: encoded[name].numpy().astype(np.float32) for name in widen}
             encoded.update((name, from_numpy(array)) for name, array in wide.items())
             _arrays = [*_arrays, *wide.values()]
         available = {**encoded, ENCODER_ATTENTION_MASK: feed[ATTENTION_MASK]}
+        if groups is not None:
+            available.update(groups.mask(feed[ATTENTION_MASK]))
         available.update(self._first_call(self.sessions[first_call.file], available, tokens, logits))
         self_kv = [available[name] for name in self.self_present]
         step = Binding(self.sessions[step_call.file], self.device)
-        constant = {name: available[fed_by(name)] for name in self.constants}
+        constant = {name: available[fed_by(name)] for name in self.constants[step_call.file]}
         for name, value in constant.items():
             _bind(step, name, value)
         for name, flag in self.step_switches.items():
@@ -282,7 +358,7 @@ class GreedyDecoder:
                     finished = constrained.finished
                 else:
                     finished = finished[keep]
-                self_kv, _held = self._drop_done(step, keep, constant, self_kv, logits[:live])
+                self_kv, _held = self._drop_done(step, keep, constant, self_kv, logits[:live], groups)
             tokens[:live, 0] = picked
             step.array(INPUT_IDS, tokens[:live])  # bound again: CUDA copies an input when it is bound
             for name, value in zip(self.self_past, self_kv, strict=True):
@@ -291,4 +367,5 @@ class GreedyDecoder:
             outputs = step.run()
             self_kv = [outputs[i] for i in self.self_index]
 
-        return _rows(out, out_logprobs, last, self.eos_id, forced_steps is not None)
+        decoded = _rows(out, out_logprobs, last, self.eos_id, forced_steps is not None)
+        return decoded if order is None else _unsorted(decoded, order)

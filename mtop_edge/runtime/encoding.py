@@ -10,11 +10,14 @@ are zero-padded back to the batch's length (the attention mask hides them).
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import numpy as np
 import onnxruntime as ort
 
-from mtop_edge.layout import ATTENTION_MASK, INPUT_IDS, PRESENT
+from mtop_edge.layout import ATTENTION_MASK, INPUT_IDS, PRESENT, group_name
 from mtop_edge.runtime.binding import Binding, from_numpy
+from mtop_edge.runtime.row_groups import RowGroups
 
 TOKEN_INPUTS = (INPUT_IDS, ATTENTION_MASK)  # inputs with a token axis (1); the others are per row (word_index)
 
@@ -55,26 +58,46 @@ class Encoder:
         binding.device_outputs(self.outputs)
         return binding.run()
 
-    def __call__(self, feed: dict[str, np.ndarray]) -> tuple[dict, list[np.ndarray]]:
-        """{output name: OrtValue} for the batch, and the host arrays under them (to keep alive), if any."""
+    def __call__(
+        self, feed: dict[str, np.ndarray], groups: RowGroups | None = None, grouped: Collection[str] = ()
+    ) -> tuple[dict, list[np.ndarray]]:
+        """{output name: OrtValue} for the batch, and the host arrays under them (to keep alive), if any.
+
+        With ``groups`` (a batch sorted by length, for a step with row groups), each output named in
+        ``grouped`` comes back once per group, ``name.group{k}``, copied from the encoder's outputs
+        straight into the group's rows and width: the batch's padded grid of it is never built.
+        """
         mask = feed[ATTENTION_MASK]
-        if self.group_tokens is None or mask.size <= self.group_tokens:
+        one_call = self.group_tokens is None or mask.size <= self.group_tokens
+        if one_call and groups is None:
             return dict(zip(self.outputs, self._run(feed), strict=True)), []
         lengths = mask.sum(axis=1)
-        full: list[np.ndarray] = []
-        for rows in token_groups(lengths, self.group_tokens):
-            width = int(lengths[rows[-1]])
-            part = {k: v[rows, :width] if k in TOKEN_INPUTS else v[rows] for k, v in feed.items()}
-            outputs = [v.numpy() for v in self._run(part)]
-            if not full:  # zeros at the batch's size: batch rows, and its longest row on the token axis
-                full = [np.zeros(self._batch_shape(n, o.shape, mask.shape), o.dtype) for n, o in self._named(outputs)]
-            for (name, piece), whole in zip(self._named(outputs), full, strict=True):
+        values: dict = {}
+        full: dict[str, np.ndarray] = {}  # outputs put back together at the batch's size
+        parts: dict[str, list[np.ndarray]] = {}  # outputs cut into the row groups
+        calls = [np.arange(len(lengths))] if one_call else token_groups(lengths, self.group_tokens)
+        for rows in calls:
+            width = mask.shape[1] if one_call else int(lengths[rows[-1]])
+            part = feed if one_call else {k: v[rows, :width] if k in TOKEN_INPUTS else v[rows] for k, v in feed.items()}
+            for name, value in zip(self.outputs, self._run(part), strict=True):
                 axis = _length_axis(name)
-                if axis is None:
-                    whole[rows] = piece
+                if groups is not None and name in grouped and axis is not None:
+                    piece = value.numpy()
+                    groups.place(parts.setdefault(name, groups.zeros(piece, axis)), piece, rows, axis)
+                elif one_call:
+                    values[name] = value
                 else:
-                    whole[(rows, *[slice(None)] * (axis - 1), slice(0, width))] = piece
-        return {name: from_numpy(whole) for name, whole in zip(self.outputs, full, strict=True)}, full
+                    piece = value.numpy()
+                    if name not in full:  # zeros at the batch's size: batch rows, its longest row on the token axis
+                        full[name] = np.zeros(self._batch_shape(name, piece.shape, mask.shape), piece.dtype)
+                    if axis is None:
+                        full[name][rows] = piece
+                    else:
+                        full[name][(rows, *[slice(None)] * (axis - 1), slice(0, width))] = piece
+        values.update((name, from_numpy(whole)) for name, whole in full.items())
+        for name, arrays in parts.items():
+            values.update((group_name(name, k), from_numpy(array)) for k, array in enumerate(arrays))
+        return values, [*full.values(), *(array for arrays in parts.values() for array in arrays)]
 
     def _named(self, outputs: list[np.ndarray]):
         return zip(self.outputs, outputs, strict=True)
