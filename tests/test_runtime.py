@@ -198,6 +198,7 @@ def test_default_slice_size_follows_the_device_and_the_model_width(tiny_export):
     from types import SimpleNamespace
 
     from mtop_edge.runtime.parser import (
+        GROUPED_WIDE_MODEL_BATCH,
         MAX_BATCH,
         PACKED_ENCODER_TOKENS,
         WIDE_MODEL_BATCH,
@@ -206,11 +207,14 @@ def test_default_slice_size_follows_the_device_and_the_model_width(tiny_export):
         default_max_batch,
     )
 
-    def manifest(d_model, packed=False):
-        return SimpleNamespace(architecture=SimpleNamespace(d_model=d_model), packed_encoder=packed)
+    def manifest(d_model, packed=False, groups=1):
+        return SimpleNamespace(architecture=SimpleNamespace(d_model=d_model), packed_encoder=packed, row_groups=groups)
 
     assert default_max_batch(manifest(192), "cpu") == MAX_BATCH["cpu"] == 12
     assert default_max_batch(manifest(512), "cpu") == WIDE_MODEL_BATCH == 32
+    # a step in row groups does not pay for a slice's padding in its cross-attention: larger slices
+    assert default_max_batch(manifest(512, groups=4), "cpu") == GROUPED_WIDE_MODEL_BATCH == 128
+    assert default_max_batch(manifest(192, groups=4), "cpu") == 12
     assert default_max_batch(manifest(512), "cuda") == MAX_BATCH["cuda"]
     assert default_encoder_tokens(manifest(512), "cpu") == WIDE_MODEL_ENCODER_TOKENS == 64
     assert default_encoder_tokens(manifest(192), "cpu") is None

@@ -29,6 +29,9 @@ from mtop_edge.runtime.sessions import SessionFactory, ThreadPool
 # leave the batch" and "The encoder in token-budget groups".
 MAX_BATCH = {"cpu": 12, "cuda": 16}
 WIDE_MODEL_BATCH = 32  # CPU, d_model above 256
+# the same where the step attends in row groups (export option cross_attention_groups): a slice's
+# padding no longer costs its cross-attention, so larger slices read the weights for more rows
+GROUPED_WIDE_MODEL_BATCH = 128
 WIDE_MODEL_ENCODER_TOKENS = 64  # padded tokens per encoder call
 PACKED_ENCODER_TOKENS = 256  # the same for an encoder that skips padding itself: only its attention pays for it
 
@@ -38,8 +41,11 @@ def is_wide_on_cpu(manifest: Manifest, device: str) -> bool:
 
 
 def default_max_batch(manifest: Manifest, device: str) -> int:
-    """Rows per slice when the caller does not say: MAX_BATCH, or WIDE_MODEL_BATCH for wide models on the CPU."""
-    return WIDE_MODEL_BATCH if is_wide_on_cpu(manifest, device) else MAX_BATCH[device]
+    """Rows per slice when the caller does not say: MAX_BATCH, or for wide models on the CPU WIDE_MODEL_BATCH
+    (GROUPED_WIDE_MODEL_BATCH where the step attends in row groups)."""
+    if not is_wide_on_cpu(manifest, device):
+        return MAX_BATCH[device]
+    return GROUPED_WIDE_MODEL_BATCH if manifest.row_groups > 1 else WIDE_MODEL_BATCH
 
 
 def default_encoder_tokens(manifest: Manifest, device: str) -> int | None:
