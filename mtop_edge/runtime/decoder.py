@@ -42,7 +42,7 @@ from mtop_edge.runtime.binding import Binding, from_numpy
 from mtop_edge.runtime.confidence import chosen_logprobs
 from mtop_edge.runtime.encoding import Encoder
 from mtop_edge.runtime.grammar import ConstrainedBatch, Grammar
-from mtop_edge.runtime.row_groups import RowGroups
+from mtop_edge.runtime.row_groups import GroupedGraphs, RowGroups, in_input_order, ungrouped
 from mtop_edge.runtime.sessions import SessionFactory
 
 # rows leave the batch once this share of it is done: each drop copies every per-row input (see
@@ -71,21 +71,13 @@ def _rows(out: np.ndarray, logprobs: np.ndarray, last: int, eos_id: int, forced:
     return Decoded(ids, ended, scores)
 
 
-def _ungrouped(name: str) -> str:
-    """The input a row group's input groups (`layout.grouped_input`), else the name itself."""
-    grouped = grouped_input(name)
-    return name if grouped is None else grouped[0]
-
-
 def _io_names(session) -> tuple[set[str], set[str]]:
-    return {_ungrouped(i.name) for i in session.get_inputs()}, {o.name for o in session.get_outputs()}
+    return {ungrouped(i.name) for i in session.get_inputs()}, {o.name for o in session.get_outputs()}
 
 
 def _unsorted(decoded: Decoded, order: np.ndarray) -> Decoded:
     """``decoded`` of the rows taken in ``order``, back in input order."""
-    where = np.empty_like(order)
-    where[order] = np.arange(len(order))
-    return Decoded(*([part[i] for i in where.tolist()] for part in (decoded.ids, decoded.ended, decoded.logprobs)))
+    return Decoded(*(in_input_order(part, order) for part in (decoded.ids, decoded.ended, decoded.logprobs)))
 
 
 def _bind(binding: Binding, name: str, value) -> None:
@@ -131,23 +123,8 @@ class GreedyDecoder:
                 f"{manifest.directory}: its float16 cross keys/values are widened for a float32 graph on the CPU "
                 "only; export with cross_kv_dtype = float32 to run it on CUDA"
             )
-        # per graph: its row groups' inputs and how many groups (none: it attends over the batch's grid)
-        self.grouped = {
-            file: [i.name for i in session.get_inputs() if grouped_input(i.name)]
-            for file, session in loaded.items()
-            if file != ENCODER
-        }
-        # the encoder outputs a grouped graph reads per row group (the cross keys/values)
-        self.grouped_outputs = {
-            fed_by(grouped_input(name)[0])
-            for names in self.grouped.values()
-            for name in names
-            if grouped_input(name)[0] != ENCODER_ATTENTION_MASK
-        }
-        self.groups = {
-            file: 1 + max((grouped_input(n)[1] for n in names), default=-1) for file, names in self.grouped.items()
-        }
-        if self.device != "cpu" and any(self.grouped.values()):
+        self.grouped = GroupedGraphs.of({file: s for file, s in loaded.items() if file != ENCODER})
+        if self.device != "cpu" and self.grouped.outputs:
             raise ModelError(
                 f"{manifest.directory}: its row groups are cut on the host, for the CPU; export with "
                 "cross_attention_groups = 1 to run it on CUDA"
@@ -203,7 +180,7 @@ class GreedyDecoder:
                 missing += sorted(
                     i
                     for i in have_in
-                    if i not in required_in and fed_by(_ungrouped(i)) not in fed and not i.startswith(PAST)
+                    if i not in required_in and fed_by(ungrouped(i)) not in fed and not i.startswith(PAST)
                 )
             if missing:
                 raise ModelError(
@@ -293,16 +270,13 @@ class GreedyDecoder:
         scratch = None if grammar is not None else np.empty((batch, self.vocab_size), dtype=np.float32)
 
         first_call, step_call = self.plan.calls(batch)  # a twin step for a few rows, where the export has one
-        grouped = self.grouped[step_call.file]
-        order = None
-        if grouped:  # a group is a run of rows: sort them by length (they come back in input order)
+        order, groups = None, None
+        if count := self.grouped.counts[step_call.file]:  # a group is a run of rows: sort them by length
             order = np.argsort(feed[ATTENTION_MASK].sum(axis=1), kind="stable")
             feed = {name: value[order] for name, value in feed.items()}
             n_words = [n_words[i] for i in order.tolist()] if len(n_words) else n_words
-        groups = None
-        if grouped:
-            groups = RowGroups(feed[ATTENTION_MASK].sum(axis=1), self.groups[step_call.file])
-        encoded, _arrays = self.encoder(feed, groups, self.grouped_outputs)  # _arrays: the memory under encoded
+            groups = RowGroups(feed[ATTENTION_MASK].sum(axis=1), count)
+        encoded, _arrays = self.encoder(feed, groups, self.grouped.outputs)  # _arrays: the memory under encoded
         if widen := self.widen[step_call.file]:
             wide = {name: encoded[name].numpy().astype(np.float32) for name in widen}
             encoded.update((name, from_numpy(array)) for name, array in wide.items())

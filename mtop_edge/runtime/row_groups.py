@@ -9,11 +9,45 @@ leave the least padding, and `RowGroups` holds them: the encoder copies its outp
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from itertools import pairwise
 
 import numpy as np
 
-from mtop_edge.layout import ENCODER_ATTENTION_MASK, group_name
+from mtop_edge.layout import ENCODER_ATTENTION_MASK, feeding_output, group_name, grouped_input
+
+
+def ungrouped(name: str) -> str:
+    """The input that a row group's input ``name`` groups (`layout.grouped_input`), else ``name`` itself."""
+    grouped = grouped_input(name)
+    return name if grouped is None else grouped[0]
+
+
+def in_input_order(rows: Sequence, order: np.ndarray) -> list:
+    """Per-row values of the rows taken in ``order``, back in input order."""
+    where = np.empty_like(order)
+    where[order] = np.arange(len(order))
+    return [rows[i] for i in where.tolist()]
+
+
+@dataclass(frozen=True)
+class GroupedGraphs:
+    """Which decoder graphs of an export take row groups: per graph file how many (0: none), and the
+    encoder outputs they read once per group (the cross keys/values)."""
+
+    counts: dict[str, int]
+    outputs: frozenset[str]
+
+    @classmethod
+    def of(cls, sessions: dict) -> GroupedGraphs:
+        """From the decoder graphs' inputs (``sessions``: file -> onnxruntime session)."""
+        counts, outputs = {}, set()
+        for file, session in sessions.items():
+            groups = [grouped for i in session.get_inputs() if (grouped := grouped_input(i.name))]
+            counts[file] = 1 + max((k for _, k in groups), default=-1)
+            outputs |= {feeding_output(base) for base, _ in groups if base != ENCODER_ATTENTION_MASK}
+        return cls(counts, frozenset(outputs))
 
 
 def cut(lengths: np.ndarray, groups: int) -> list[tuple[int, int]]:
