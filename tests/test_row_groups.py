@@ -156,3 +156,31 @@ def test_the_rewrite_refuses_a_mask_read_by_anything_but_cross_attention(tiny_ex
     assert model.SerializeToString() == before  # nothing changed
     with pytest.raises(ModelError, match="need no rewrite"):
         group_cross_attention(model, 1)
+
+
+def test_a_device_that_does_not_cut_groups_runs_the_step_without_them(tiny_export, tmp_path):
+    """CUDA: the groups are cut on the host, so every call the narrower twins do not take runs the one-grid step."""
+    import onnxruntime as ort
+
+    from mtop_edge.layout import SMALL_BATCH_STEP, DecoderCall, GraphPlan
+    from mtop_edge.manifest import Manifest
+    from mtop_edge.runtime.decoder import GreedyDecoder
+    from mtop_edge.runtime.row_groups import one_grid_plan
+
+    step, one_grid, int4 = DecoderCall(DECODER_WITH_PAST), DecoderCall(UNGROUPED_STEP), DecoderCall(SMALL_BATCH_STEP)
+    plan = one_grid_plan(GraphPlan(step, step, ((4, int4), (16, one_grid))), tmp_path)
+    assert plan == GraphPlan(one_grid, one_grid, ((4, int4),))
+    assert plan.calls(4)[1] == int4 and plan.calls(500) == (one_grid, one_grid)
+    with pytest.raises(ModelError, match="no step without them"):
+        one_grid_plan(GraphPlan(step, step), tmp_path)
+
+    class HostSessions:  # a non-CPU device whose sessions are CPU ones: enough to build the decoder
+        device = "cuda"
+
+        def create(self, path):
+            loaded.append(path.name)
+            return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    loaded: list[str] = []
+    decoder = GreedyDecoder(Manifest.load(tiny_export[0]), HostSessions())
+    assert decoder.plan.step.file == UNGROUPED_STEP and DECODER_WITH_PAST not in loaded

@@ -42,7 +42,7 @@ from mtop_edge.runtime.binding import Binding, from_numpy
 from mtop_edge.runtime.confidence import chosen_logprobs
 from mtop_edge.runtime.encoding import Encoder
 from mtop_edge.runtime.grammar import ConstrainedBatch, Grammar
-from mtop_edge.runtime.row_groups import GroupedGraphs, RowGroups, in_input_order, ungrouped
+from mtop_edge.runtime.row_groups import GroupedGraphs, RowGroups, in_input_order, one_grid_plan, ungrouped
 from mtop_edge.runtime.sessions import SessionFactory
 
 # rows leave the batch once this share of it is done: each drop copies every per-row input (see
@@ -94,6 +94,8 @@ class GreedyDecoder:
         """``encoder_tokens``: on the CPU, encode in groups of at most this many padded tokens (runtime/encoding.py).
         The manifest's ``calibration.temperature`` scales the logits the confidences are read from."""
         plan = manifest.plan
+        if sessions.device != "cpu" and manifest.row_groups > 1:  # groups are cut on the host: one grid there
+            plan = one_grid_plan(plan, manifest.directory)
         loaded = {name: sessions.create(manifest.directory / name) for name in plan.files}
         self.device = sessions.device
         self.drop_done = self.device == "cpu"  # on CUDA rows keep their slot: a gather there is not written yet
@@ -127,7 +129,7 @@ class GreedyDecoder:
         if self.device != "cpu" and self.grouped.outputs:
             raise ModelError(
                 f"{manifest.directory}: its row groups are cut on the host, for the CPU; export with "
-                "cross_attention_groups = 1 to run it on CUDA"
+                "cross_attention_groups = 1 (or share_weights, for a step without groups) to run it on CUDA"
             )
         per_step = {INPUT_IDS, *self.self_past, *self.step_switches}
         # per step graph: what every step reads unchanged (until rows leave the batch), fed once per batch
@@ -158,7 +160,7 @@ class GreedyDecoder:
         Raises:
             ModelError: naming the graph file and what does not match.
         """
-        arch, plan = self.arch, manifest.plan
+        arch, plan = self.arch, self.plan
         available = {*self.encoder.outputs, ENCODER_ATTENTION_MASK}
         feed = set(manifest.encoder_inputs)
         graphs = [(ENCODER, self.encoder.session, set(), set(), feed)]

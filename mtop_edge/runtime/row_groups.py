@@ -12,10 +12,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
+from pathlib import Path
 
 import numpy as np
 
-from mtop_edge.layout import ENCODER_ATTENTION_MASK, feeding_output, group_name, grouped_input
+from mtop_edge.errors import ModelError
+from mtop_edge.layout import (
+    ENCODER_ATTENTION_MASK,
+    UNGROUPED_STEP,
+    GraphPlan,
+    feeding_output,
+    group_name,
+    grouped_input,
+)
 
 
 def ungrouped(name: str) -> str:
@@ -48,6 +57,24 @@ class GroupedGraphs:
             counts[file] = 1 + max((k for _, k in groups), default=-1)
             outputs |= {feeding_output(base) for base, _ in groups if base != ENCODER_ATTENTION_MASK}
         return cls(counts, frozenset(outputs))
+
+
+def one_grid_plan(plan: GraphPlan, directory: Path) -> GraphPlan:
+    """``plan`` with the step without row groups for every call its narrower twins do not take: for a
+    device where the groups are not cut (CUDA; the cut is host work).
+
+    Raises:
+        ModelError: the export has no step without groups (written with ``share_weights`` only).
+    """
+    one_grid = [twin for _, twin in plan.twins if twin.file == UNGROUPED_STEP]
+    if not one_grid:
+        raise ModelError(
+            f"{directory}: its step attends in row groups, which are cut on the host, for the CPU, and it has no "
+            "step without them; export with cross_attention_groups = 1 to run it on CUDA"
+        )
+    narrower = tuple((rows, twin) for rows, twin in plan.twins if twin.file != UNGROUPED_STEP)
+    first = one_grid[0] if plan.first == plan.step else plan.first
+    return GraphPlan(first, one_grid[0], narrower)
 
 
 def cut(lengths: np.ndarray, groups: int) -> list[tuple[int, int]]:
