@@ -49,8 +49,9 @@ def command(
 
     Writes encoder_model.onnx and decoder_with_past_model.onnx (plus the first step's
     decoder_model.onnx with --layout separate, optimum's layout; or one decoder_model_merged.onnx
-    with --layout merged), the source tokenizer, manifest.json and a model card. Ends with a
-    parity check against PyTorch; nothing is written if anything fails.
+    with --layout merged; and twins of the step for calls of a few rows: without row groups,
+    4-bit with --decoder-weights per-batch), the source tokenizer, manifest.json and a model card.
+    Ends with a parity check against PyTorch; nothing is written if anything fails.
     """
     from mtop_edge.export import export_model
 
