@@ -61,11 +61,13 @@ def test_row_groups_slice_the_inputs_and_follow_rows_that_leave():
     assert grouped_input("past_key_values.0.encoder.key") is None
 
 
-def test_a_grouped_step_decodes_each_row_as_the_step_without_groups(tiny_export_fp32, eval_sample):
-    """fp32, constrained, rows leaving the batch: the same ids and (to float error) log-probabilities."""
+@pytest.mark.parametrize("export", ["tiny_export_fp32", "tiny_pointer_export_fp32"])
+def test_a_grouped_step_decodes_each_row_as_the_step_without_groups(export, request, eval_sample):
+    """fp32, constrained, rows leaving the batch: the same ids and (to float error) log-probabilities.
+    The pointer-head model's step also reads per-row pointer inputs, which follow the sorted rows whole."""
     import onnx
 
-    out, manifest = tiny_export_fp32
+    out, manifest = request.getfixturevalue(export)
     assert manifest["cross_attention_groups"] == 4
     assert {"file": UNGROUPED_STEP, "max_rows": 16} in manifest["small_batch_steps"]
     inputs = [i.name for i in onnx.load(str(out / DECODER_WITH_PAST), load_external_data=False).graph.input]
