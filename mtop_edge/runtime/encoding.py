@@ -5,7 +5,9 @@ longest row, while a decoder step reads its weights once per call, so the decode
 batch. Wide models therefore encode in groups of rows of similar length, each padded only to its
 own longest row and holding at most a budget of padded tokens (onnxruntime's int8 matmuls run
 fastest on a few dozen rows: benchmarks/README.md, "The encoder in token-budget groups"); outputs
-are zero-padded back to the batch's length (the attention mask hides them).
+are zero-padded back to the batch's length (the attention mask hides them). For a step that
+attends in row groups (`runtime/row_groups.py`) the cross keys/values go straight into the row
+groups instead, each padded to its own longest row.
 """
 
 from __future__ import annotations
