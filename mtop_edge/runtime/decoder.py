@@ -274,10 +274,11 @@ class GreedyDecoder:
         first_call, step_call = self.plan.calls(batch)  # a twin step for a few rows, where the export has one
         order, groups = None, None
         if count := self.grouped.counts[step_call.file]:  # a group is a run of rows: sort them by length
-            order = np.argsort(feed[ATTENTION_MASK].sum(axis=1), kind="stable")
+            lengths = feed[ATTENTION_MASK].sum(axis=1)
+            order = np.argsort(lengths, kind="stable")
             feed = {name: value[order] for name, value in feed.items()}
             n_words = [n_words[i] for i in order.tolist()] if len(n_words) else n_words
-            groups = RowGroups(feed[ATTENTION_MASK].sum(axis=1), count)
+            groups = RowGroups(lengths[order], count)
         encoded, _arrays = self.encoder(feed, groups, self.grouped.outputs)  # _arrays: the memory under encoded
         if widen := self.widen[step_call.file]:
             wide = {name: encoded[name].numpy().astype(np.float32) for name in widen}

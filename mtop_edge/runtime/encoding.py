@@ -101,9 +101,6 @@ class Encoder:
             values.update((group_name(name, k), from_numpy(array)) for k, array in enumerate(arrays))
         return values, [*full.values(), *(array for arrays in parts.values() for array in arrays)]
 
-    def _named(self, outputs: list[np.ndarray]):
-        return zip(self.outputs, outputs, strict=True)
-
     @staticmethod
     def _batch_shape(name: str, part: tuple[int, ...], batch: tuple[int, int]) -> tuple[int, ...]:
         """An encoder output's shape for the whole (rows, tokens) batch, from one group's ``part`` shape."""
